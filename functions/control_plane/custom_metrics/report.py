@@ -1,0 +1,131 @@
+"""Text renderings of the agreement result: a table for people, CSV for spreadsheets."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+
+def render_table(result: dict[str, Any]) -> str:
+    sections = [_headline(result), _tasks(result), _annotators(result)]
+    if result.get("labels"):
+        sections.append(_labels(result["labels"]))
+    if result.get("errors"):
+        sections.append(_errors(result))
+    if result.get("warnings"):
+        sections.append("Warnings\n" + "\n".join(f"  {warning}" for warning in result["warnings"]))
+    return "\n\n".join(sections) + "\n"
+
+
+def _headline(result: dict[str, Any]) -> str:
+    function = result["function"]
+    scored = sum(1 for task in result["tasks"] if task["agreement"] is not None)
+    return (
+        f"Project agreement: {_number(result['agreement'])}\n"
+        f"  {len(result['tasks'])} tasks ({scored} scored), {len(result['pairs'])} pairs "
+        f"({result['pair_mode']}), {result['errors']} errors\n"
+        f"  function {function['name']}, code SHA-256 {function['code_sha256']}"
+    )
+
+
+def _tasks(result: dict[str, Any]) -> str:
+    rows = [
+        [str(task["task"]), _number(task["agreement"]), str(task["pairs"]), str(task["errors"])]
+        for task in result["tasks"]
+    ]
+    return "Tasks\n" + _grid(["task", "agreement", "pairs", "errors"], rows)
+
+
+def _annotators(result: dict[str, Any]) -> str:
+    cells = result["annotators"]
+    if not cells:
+        return "Annotators\n  no pair was scored"
+    names = sorted({cell["first"] for cell in cells} | {cell["second"] for cell in cells})
+    index = {name: number for number, name in enumerate(names, start=1)}
+    lookup: dict[tuple[str, str], dict[str, Any]] = {}
+    for cell in cells:
+        lookup[(cell["first"], cell["second"])] = cell
+        lookup[(cell["second"], cell["first"])] = cell
+    header = ["", *[f"[{index[name]}]" for name in names]]
+    rows = []
+    for name in names:
+        row = [f"[{index[name]}] {name}"]
+        for other in names:
+            cell = lookup.get((name, other))
+            row.append(f"{cell['agreement']:.4f} ({cell['pairs']})" if cell else "-")
+        rows.append(row)
+    return "Annotators: mean agreement (pairs)\n" + _grid(header, rows)
+
+
+def _labels(labels: dict[str, float]) -> str:
+    return "Labels\n" + _grid(["label", "agreement"], [[label, _number(score)] for label, score in labels.items()])
+
+
+def _errors(result: dict[str, Any]) -> str:
+    lines = ["Errors"]
+    for pair in result["pairs"]:
+        error = pair["error"]
+        if error is None:
+            continue
+        sides = f"{_side(pair['first'])} vs {_side(pair['second'])}"
+        lines.append(f"  task {pair['task']}: {sides}: {error['type']}: {error['message']}")
+    return "\n".join(lines)
+
+
+def _side(side: dict[str, Any]) -> str:
+    return f"{side['kind']} {side['id']} ({side['by']})"
+
+
+def _number(value: float | None) -> str:
+    return "null" if value is None else f"{value:.4f}"
+
+
+def _grid(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [row[0].ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True))]
+        lines.append("  " + "  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+CSV_COLUMNS = [
+    "task",
+    "first_kind",
+    "first_id",
+    "first_by",
+    "second_kind",
+    "second_id",
+    "second_by",
+    "score",
+    "error_type",
+    "error_message",
+    "per_label",
+]
+
+
+def render_csv(result: dict[str, Any]) -> str:
+    """One row per pair; per-label scores as a JSON object in the last column."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for pair in result["pairs"]:
+        error = pair["error"] or {}
+        writer.writerow(
+            [
+                pair["task"],
+                pair["first"]["kind"],
+                pair["first"]["id"],
+                pair["first"]["by"],
+                pair["second"]["kind"],
+                pair["second"]["id"],
+                pair["second"]["by"],
+                "" if pair["score"] is None else pair["score"],
+                error.get("type", ""),
+                error.get("message", ""),
+                json.dumps(pair["per_label"], sort_keys=True) if pair["per_label"] is not None else "",
+            ]
+        )
+    return buffer.getvalue()
