@@ -4,6 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_STATE := .state/demo
+# aws-sam-cli gets its own venv because its pins conflict with the project's dev dependencies.
+SAM_VENV := .venv-sam
+SAM_BIN := $(SAM_VENV)/bin
+SAM_STAMP := $(SAM_VENV)/.installed
+# The SAM CLI sends usage telemetry unless this is 0; the checks below need no AWS account.
+SAM_ENV := SAM_CLI_TELEMETRY=0
 
 .PHONY: setup demo test lint typecheck pytest template clean
 
@@ -11,8 +17,8 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --upgrade pip > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	$(BIN)/pip install --quiet -e '.[dev]' >> $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 	touch $(STAMP)
 
 demo: setup
@@ -30,7 +36,18 @@ typecheck: setup
 pytest: setup
 	$(BIN)/pytest -q
 
-test: lint typecheck pytest
+$(SAM_STAMP):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_BIN)/pip install --quiet --upgrade pip
+	$(SAM_BIN)/pip install --quiet 'aws-sam-cli>=1.170,<2'
+	touch $(SAM_STAMP)
+
+template: $(SAM_STAMP)
+	$(SAM_ENV) $(SAM_BIN)/sam validate --lint --template-file template.yaml
+	$(SAM_BIN)/cfn-lint template.yaml
+	$(SAM_ENV) $(SAM_BIN)/sam build --template-file template.yaml --build-dir .aws-sam/build
+
+test: template lint typecheck pytest
 
 clean:
-	rm -rf $(VENV) .aws-sam .state
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .state

@@ -188,3 +188,9 @@ def test_parse_export_rejects_bad_shapes(data: Any, message: str) -> None:
 def test_build_pairs_rejects_unknown_mode() -> None:
     with pytest.raises(InvalidInputError, match="unknown pair mode 'every'"):
         build_pairs(parse_export([]), "every")
+
+
+def test_nested_pre_1_0_result_is_flattened() -> None:
+    region = {"id": "r", "type": "choices", "from_name": "c", "to_name": "t", "value": {"choices": ["A"]}}
+    export = parse_export([{"id": 1, "completions": [{"id": 1, "result": [[region]]}]}])
+    assert export.tasks[0].annotations[0].body["result"] == [region]

@@ -115,6 +115,10 @@ def _parse_item(raw: Any, kind: str, task_key: Any, position: int) -> Item:
     if not isinstance(result, list):
         found = "missing" if result is None else f"a JSON {_json_type(result)}"
         raise InvalidInputError(f"{where}: `result` is {found}, expected a list of regions")
+    if any(isinstance(region, list) for region in result):
+        # Pre-1.0 aggregated exports nest the regions one list deeper; metrics expect a flat list.
+        flat = [inner for region in result for inner in (region if isinstance(region, list) else [region])]
+        raw = {**raw, "result": flat}
     item_id = raw.get("id")
     by = _annotator(raw) if kind == KIND_ANNOTATION else _model(raw, item_id, position)
     return Item(kind=kind, id=item_id, by=by, body=raw, ground_truth=raw.get("ground_truth") is True)

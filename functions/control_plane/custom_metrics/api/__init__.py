@@ -1,0 +1,1 @@
+"""The HTTP API: one powertools resolver served by API Gateway and by the local server."""

@@ -1,0 +1,444 @@
+"""The `custom-metrics` command line: check, deploy and run metrics on the local backend or a stack."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import orjson
+
+from custom_metrics import naming
+from custom_metrics.backends.local import STATE_DIR_VARIABLE, LocalBackend, default_state_dir
+from custom_metrics.errors import ServiceError
+from custom_metrics.report import render_csv, render_statistics_table, render_table
+from custom_metrics.service import MetricService
+from custom_metrics.source_check import decode_source
+from custom_metrics.statistics import project_statistics
+from custom_metrics.tasks import PAIR_MODES
+
+FORMATS = ("table", "json", "csv")
+ENDPOINT_VARIABLE = "CUSTOM_METRICS_ENDPOINT"
+
+
+class Settings:
+    def __init__(self, state_dir: Path | None, endpoint: str | None, workers: int | None, prefix: str | None) -> None:
+        self.state_dir = state_dir or default_state_dir()
+        self.endpoint = endpoint
+        self.workers = workers
+        self.prefix = prefix
+        self._service: Any = None
+
+    def service(self) -> Any:
+        """Return the local MetricService, or a client of a deployed stack when an endpoint is set."""
+        if self._service is None:
+            if self.endpoint:
+                from custom_metrics.remote import RemoteClient
+
+                self._service = RemoteClient(self.endpoint)
+            else:
+                self._service = MetricService(
+                    LocalBackend(self.state_dir, workers=self.workers), default_prefix=self.prefix
+                )
+        return self._service
+
+    def close(self) -> None:
+        closer = getattr(self._service, "close", None)
+        if callable(closer):
+            closer()
+
+
+def fail(message: str) -> NoReturn:
+    raise click.ClickException(message)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        fail(f"{path} is not valid JSON: {exc}; export the project from Label Studio as JSON")
+
+
+def read_source(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    return decode_source(data, origin=str(path))
+
+
+def emit(result: dict[str, Any], output_format: str) -> None:
+    if output_format == "json":
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    elif output_format == "csv":
+        click.echo(render_csv(result), nl=False)
+    else:
+        click.echo(render_table(result), nl=False)
+
+
+class Progress:
+    """A one-line pair counter on stderr, shown only on a terminal."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self._last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total < 200:
+            return
+        percent = done * 100 // total
+        if percent != self._last:
+            self._last = percent
+            click.echo(f"\rscoring pairs: {done}/{total} ({percent}%)", err=True, nl=done >= total)
+
+
+class CommandGroup(click.Group):
+    """A click group that turns the service's errors into CLI errors without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ServiceError as exc:
+            detail = exc.details.get("errors")
+            if isinstance(detail, list) and len(detail) > 1:
+                # Several problems, such as invalid tags, are listed one per line.
+                heading = exc.message.split(":")[0]
+                raise click.ClickException(f"{heading}:\n  " + "\n  ".join(str(item) for item in detail)) from exc
+            raise click.ClickException(exc.message) from exc
+
+
+@click.group(cls=CommandGroup)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    envvar=STATE_DIR_VARIABLE,
+    help="Folder of the local backend's functions [default: ~/.local/share/custom-metrics].",
+)
+@click.option("--endpoint", envvar=ENDPOINT_VARIABLE, help="URL of a deployed stack's API; requests are SigV4-signed.")
+@click.option("--workers", type=click.IntRange(1, 256), help="Local worker processes [default: CPU count].")
+@click.option(
+    "--prefix", envvar="CUSTOM_METRICS_PREFIX", help="Default function name prefix: custom-metric-<prefix>-<project>."
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log what the service does to stderr.")
+@click.pass_context
+def main(
+    ctx: click.Context,
+    state_dir: Path | None,
+    endpoint: str | None,
+    workers: int | None,
+    prefix: str | None,
+    verbose: bool,
+) -> None:
+    """Custom inter-annotator agreement metrics for Label Studio."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings(state_dir, endpoint, workers, prefix)
+    ctx.obj = settings
+    ctx.call_on_close(settings.close)
+
+
+def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call into the service; its errors reach the user through CommandGroup."""
+    return function(*args, **kwargs)
+
+
+pairs_option = click.option(
+    "--pairs",
+    "pair_mode",
+    type=click.Choice(PAIR_MODES),
+    default="annotations",
+    show_default=True,
+    help="Which pairs to score in each task.",
+)
+format_option = click.option(
+    "--format", "output_format", type=click.Choice(FORMATS), default="table", show_default=True
+)
+prefix_option = click.option("--prefix", help="Function name prefix for this command (overrides the global one).")
+
+
+@main.command()
+@click.argument("metric", type=click.Path(path_type=Path))
+@click.argument("tasks", type=click.Path(path_type=Path), required=False)
+@pairs_option
+@click.pass_obj
+def check(settings: Settings, metric: Path, tasks: Path | None, pair_mode: str) -> None:
+    """Check METRIC.py and, given TASKS.json, run it on the export's pairs without deploying."""
+    source = read_source(metric)
+    data = read_json(tasks) if tasks else None
+    result = _call(settings.service().check_metric, "check", source, data, pairs=pair_mode)
+    report = result["check"]
+    for message in report["errors"]:
+        click.echo(f"error: {message}")
+    for message in report["warnings"]:
+        click.echo(f"warning: {message}")
+    if result["trial"] is not None:
+        for pair in result["trial"]["pairs"]:
+            outcome = (
+                f"score {pair['score']:.4f}"
+                if pair["error"] is None
+                else f"{pair['error']['type']}: {pair['error']['message']}"
+            )
+            click.echo(f"task {pair['task']}: {pair['first']['by']} vs {pair['second']['by']}: {outcome}")
+        click.echo(f"trial: {result['trial']['scored']} pairs scored, {result['trial']['errors']} errors")
+    if not result["valid"]:
+        fail(f"{metric} failed the check")
+    click.echo(f"{metric}: ok")
+
+
+@main.command()
+@click.argument("project")
+@click.argument("metric", type=click.Path(path_type=Path), required=False)
+@click.option("--builtin", help="Deploy a built-in metric instead of a file.")
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=JSON",
+    help="An option of a built-in metric, e.g. iou_threshold=0.7.",
+)
+@click.option(
+    "--tag", "tags", type=(str, str), multiple=True, metavar="NAME VALUE", help="A Lambda tag; repeat for more."
+)
+@prefix_option
+@click.option("--timeout", type=int, help="Seconds a batch may run, 1 to 900 [default: 30].")
+@click.option("--memory", "memory_size", type=int, help="Memory per worker in MiB, 128 to 10240 [default: 1024].")
+@click.pass_obj
+def deploy(
+    settings: Settings,
+    project: str,
+    metric: Path | None,
+    builtin: str | None,
+    options: tuple[str, ...],
+    tags: tuple[tuple[str, str], ...],
+    prefix: str | None,
+    timeout: int | None,
+    memory_size: int | None,
+) -> None:
+    """Deploy METRIC.py (or --builtin NAME) as the metric of PROJECT."""
+    if (metric is None) == (builtin is None):
+        fail("give either a METRIC.py file or --builtin NAME")
+    source = read_source(metric) if metric else None
+    result = _call(
+        settings.service().put_metric,
+        project,
+        code=source,
+        builtin=builtin,
+        options=_parse_options(options) or None,
+        tags=_call(naming.tags_from_pairs, tags),
+        prefix=prefix,
+        timeout=timeout,
+        memory_size=memory_size,
+    )
+    for message in result["check"]["warnings"]:
+        click.echo(f"warning: {message}", err=True)
+    click.echo(f"{result['message']} (code SHA-256 {result['function']['code_sha256']})")
+
+
+def _parse_options(options: tuple[str, ...]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for option in options:
+        key, separator, raw = option.partition("=")
+        if not separator or not key:
+            fail(f"--option {option!r} is not KEY=VALUE; for example --option iou_threshold=0.7")
+        try:
+            parsed[key] = json.loads(raw)
+        except ValueError:
+            parsed[key] = raw  # A bare word is taken as a string.
+    return parsed
+
+
+@main.command(name="list")
+@click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table", show_default=True)
+@click.pass_obj
+def list_functions(settings: Settings, output_format: str) -> None:
+    """List the deployed metric functions."""
+    result = _call(settings.service().list_metrics)
+    if output_format == "json":
+        click.echo(json.dumps(result, indent=2))
+        return
+    if not result["functions"]:
+        click.echo("no metric functions deployed")
+    for function in result["functions"]:
+        click.echo(f"{function['name']}  {function['status']}  {function['code_sha256']}  {function['last_modified']}")
+
+
+@main.command()
+@click.argument("project")
+@prefix_option
+@click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table", show_default=True)
+@click.pass_obj
+def get(settings: Settings, project: str, prefix: str | None, output_format: str) -> None:
+    """Show PROJECT's metric function: status, code SHA-256, tags, last modified, source."""
+    function = _call(settings.service().get_metric, project, prefix)["function"]
+    if output_format == "json":
+        click.echo(json.dumps({"function": function}, indent=2))
+        return
+    reason = f" ({function['status_reason']})" if function.get("status_reason") else ""
+    click.echo(f"name:          {function['name']}")
+    click.echo(f"status:        {function['status']}{reason}")
+    click.echo(f"code SHA-256:  {function['code_sha256']}")
+    click.echo(f"last modified: {function['last_modified']}")
+    click.echo(f"timeout:       {function['timeout']} s, memory {function['memory_size']} MiB")
+    for key, value in function["tags"].items():
+        click.echo(f"tag:           {key} = {value}")
+    click.echo("source:")
+    click.echo(function.get("source") or "(not available)")
+
+
+@main.command()
+@click.argument("project")
+@prefix_option
+@click.pass_obj
+def delete(settings: Settings, project: str, prefix: str | None) -> None:
+    """Delete PROJECT's metric function."""
+    result = _call(settings.service().delete_metric, project, prefix)
+    click.echo(f"deleted {result['deleted']}")
+
+
+@main.command()
+@click.argument("project")
+@click.argument("tasks", type=click.Path(path_type=Path))
+@click.option("--per-label", is_flag=True, help="Also ask the metric for per-label scores.")
+@pairs_option
+@format_option
+@prefix_option
+@click.pass_obj
+def agreement(
+    settings: Settings,
+    project: str,
+    tasks: Path,
+    per_label: bool,
+    pair_mode: str,
+    output_format: str,
+    prefix: str | None,
+) -> None:
+    """Score the Label Studio export TASKS.json with PROJECT's deployed metric."""
+    data = read_json(tasks)
+    kwargs: dict[str, Any] = {"per_label": per_label, "pairs": pair_mode, "prefix": prefix}
+    if not settings.endpoint:
+        kwargs["progress"] = Progress()
+    result = _call(settings.service().score, project, data, **kwargs)
+    emit(result, output_format)
+
+
+@main.command()
+@click.argument("project")
+@click.argument("tasks", type=click.Path(path_type=Path))
+@click.option(
+    "--predictions", "include_predictions", is_flag=True, help="Count each model_version's predictions as a rater."
+)
+@click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table", show_default=True)
+def stats(project: str, tasks: Path, include_predictions: bool, output_format: str) -> None:
+    """Compute kappa, alpha and percent agreement for the categorical controls of TASKS.json.
+
+    Runs on this machine and needs no deployed metric.
+    """
+    _call(naming.function_name, project)
+    data = read_json(tasks)
+    report = {"project": project, **_call(project_statistics, data, include_predictions=include_predictions)}
+    if output_format == "json":
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_statistics_table(report), nl=False)
+
+
+@main.command()
+@click.argument("metric", type=click.Path(path_type=Path))
+@click.argument("tasks", type=click.Path(path_type=Path))
+@click.option("--per-label", is_flag=True, help="Also ask the metric for per-label scores.")
+@pairs_option
+@format_option
+@click.pass_obj
+def run(settings: Settings, metric: Path, tasks: Path, per_label: bool, pair_mode: str, output_format: str) -> None:
+    """Score TASKS.json with METRIC.py in one step, without keeping a deployed function."""
+    source = read_source(metric)
+    data = read_json(tasks)
+    with tempfile.TemporaryDirectory(prefix="custom-metrics-run-") as state_dir:
+        service = MetricService(LocalBackend(Path(state_dir), workers=settings.workers))
+        try:
+            _call(service.put_metric, "run", code=source)
+            result = _call(service.score, "run", data, per_label=per_label, pairs=pair_mode, progress=Progress())
+        finally:
+            service.close()
+    emit(result, output_format)
+
+
+@main.command()
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind; only loopback unless you change it."
+)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.pass_obj
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Serve the control plane's HTTP API over the local backend."""
+    from custom_metrics.server import serve as bind
+
+    if settings.endpoint:
+        fail("serve runs the local backend; drop --endpoint / CUSTOM_METRICS_ENDPOINT")
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        server = bind(settings.service(), host, port)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port")
+    click.echo(
+        f"serving on http://{server.server_address[0]}:{server.server_address[1]} (state: {settings.state_dir})",
+        err=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopping", err=True)
+    finally:
+        server.server_close()
+
+
+@main.command()
+@click.argument("project")
+@prefix_option
+@click.option("--start", type=float, help="Unix seconds [default: one hour before --end].")
+@click.option("--end", type=float, help="Unix seconds [default: now].")
+@click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
+@click.pass_obj
+def logs(
+    settings: Settings, project: str, prefix: str | None, start: float | None, end: float | None, limit: int
+) -> None:
+    """Print the log lines of PROJECT's metric function."""
+    import time
+
+    end = end if end is not None else time.time()
+    start = start if start is not None else end - 3600
+    result = _call(settings.service().logs, project, prefix, start, end, limit)
+    for row in result["rows"]:
+        request = f" [{row['request_id']}]" if row.get("request_id") else ""
+        click.echo(f"{row['timestamp']}{request} {row['message']}")
+    if not result["rows"]:
+        click.echo(f"no log lines for {result['function']} in that window", err=True)
+
+
+@main.command()
+@click.option("--builtin", "name", required=True, help="The built-in metric to print (see `custom-metrics builtins`).")
+@click.option("--option", "options", multiple=True, metavar="KEY=JSON", help="Set an option in the printed OPTIONS.")
+def init(name: str, options: tuple[str, ...]) -> None:
+    """Print a built-in metric's source, to edit and deploy as your own."""
+    from custom_metrics import builtins
+
+    click.echo(_call(builtins.render, name, _parse_options(options) or None), nl=False)
+
+
+@main.command(name="builtins")
+def list_builtins() -> None:
+    """List the built-in metrics, one line each."""
+    from custom_metrics import builtins
+
+    width = max(len(name) for name in builtins.names())
+    for name in builtins.names():
+        click.echo(f"{name.ljust(width)}  {builtins.summary(name)}")

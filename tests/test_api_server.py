@@ -1,0 +1,215 @@
+"""The HTTP API through a real server on 127.0.0.1, over the local backend with real workers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from custom_metrics.backends.local import LocalBackend
+from custom_metrics.server import ControlPlaneServer
+from custom_metrics.service import MetricService
+
+CONSTANT = "def agreement(annotation_1, annotation_2, per_label=False):\n    return 1.0\n"
+HALF = "def agreement(annotation_1, annotation_2, per_label=False):\n    return 0.5\n"
+
+
+class Client:
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+
+@pytest.fixture
+def server(state_dir: Path) -> Iterator[ControlPlaneServer]:
+    service = MetricService(LocalBackend(state_dir, workers=2))
+    server = ControlPlaneServer(("127.0.0.1", 0), service, max_body_bytes=4 * 1024 * 1024)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    service.close()
+
+
+@pytest.fixture
+def client(server: ControlPlaneServer) -> Client:
+    host, port = server.server_address[:2]
+    return Client(f"http://{host}:{port}")
+
+
+def ner_tasks(corpus_dir: Path) -> Any:
+    return json.loads((corpus_dir / "labels_taxonomy_3annotators_leoka.json").read_text())
+
+
+def test_put_metric_creates_then_reports_unchanged(client: Client) -> None:
+    status, created = client.request("PUT", "/projects/p1/metric", {"code": CONSTANT, "tags": {"team": "qa"}})
+    assert status == 201
+    assert created["result"] == "created"
+    assert created["function"]["name"] == "custom-metric-p1"
+    status, again = client.request("PUT", "/projects/p1/metric", {"code": CONSTANT, "tags": {"team": "qa"}})
+    assert status == 200
+    assert again["result"] == "unchanged"
+    assert again["function"]["code_sha256"] == created["function"]["code_sha256"]
+
+
+def test_put_metric_with_changed_code_updates_sha(client: Client) -> None:
+    _, created = client.request("PUT", "/projects/p1/metric", {"code": CONSTANT})
+    status, updated = client.request("PUT", "/projects/p1/metric", {"code": HALF})
+    assert status == 200
+    assert updated["result"] == "updated"
+    assert updated["function"]["code_sha256"] != created["function"]["code_sha256"]
+
+
+def test_put_metric_with_prefix_names_function(client: Client) -> None:
+    status, body = client.request("PUT", "/projects/p1/metric", {"code": CONSTANT, "prefix": "lab"})
+    assert status == 201
+    assert body["function"]["name"] == "custom-metric-lab-p1"
+
+
+def test_get_metric_returns_source_and_tags(client: Client) -> None:
+    client.request("PUT", "/projects/p1/metric", {"code": CONSTANT, "tags": {"team": "qa"}})
+    status, body = client.request("GET", "/projects/p1/metric")
+    assert status == 200
+    assert body["function"]["source"] == CONSTANT
+    assert body["function"]["tags"]["team"] == "qa"
+    assert body["function"]["status"] == "Active"
+
+
+def test_get_missing_metric_is_404(client: Client) -> None:
+    status, body = client.request("GET", "/projects/nothing/metric")
+    assert status == 404
+    assert "custom-metric-nothing" in body["message"]
+
+
+def test_delete_metric_then_get_is_404(client: Client) -> None:
+    client.request("PUT", "/projects/p1/metric", {"code": CONSTANT})
+    status, body = client.request("DELETE", "/projects/p1/metric")
+    assert status == 200
+    assert body["deleted"] == "custom-metric-p1"
+    assert client.request("GET", "/projects/p1/metric")[0] == 404
+
+
+def test_list_metrics_lists_deployed(client: Client) -> None:
+    client.request("PUT", "/projects/a/metric", {"code": CONSTANT})
+    client.request("PUT", "/projects/b/metric", {"code": CONSTANT})
+    status, body = client.request("GET", "/metrics")
+    assert status == 200
+    assert [function["name"] for function in body["functions"]] == ["custom-metric-a", "custom-metric-b"]
+
+
+def test_put_metric_not_json_is_400(client: Client) -> None:
+    status, body = client.request("PUT", "/projects/p1/metric", raw=b"{not json")
+    assert status == 400
+    assert "not valid JSON" in body["message"]
+
+
+def test_put_metric_unknown_field_is_400(client: Client) -> None:
+    status, body = client.request("PUT", "/projects/p1/metric", {"code": CONSTANT, "colour": "red"})
+    assert status == 400
+    assert "colour" in body["message"]
+
+
+def test_put_metric_bad_tags_is_400_and_stores_nothing(client: Client) -> None:
+    status, body = client.request("PUT", "/projects/p1/metric", {"code": CONSTANT, "tags": {"aws:x": "1", "ok": "a|b"}})
+    assert status == 400
+    assert len(body["errors"]) == 2
+    assert client.request("GET", "/projects/p1/metric")[0] == 404
+
+
+def test_put_metric_syntax_error_is_422_and_keeps_previous(client: Client) -> None:
+    _, created = client.request("PUT", "/projects/p1/metric", {"code": CONSTANT})
+    status, body = client.request("PUT", "/projects/p1/metric", {"code": "def agreement(a, b, per_label=False)\n"})
+    assert status == 422
+    assert "line 1" in body["message"]
+    _, current = client.request("GET", "/projects/p1/metric")
+    assert current["function"]["code_sha256"] == created["function"]["code_sha256"]
+
+
+def test_put_metric_oversize_code_is_413(client: Client) -> None:
+    status, body = client.request("PUT", "/projects/p1/metric", {"code": "#" * (256 * 1024 + 1)})
+    assert status == 413
+    assert "256 KiB" in body["message"]
+
+
+def test_put_metric_bad_project_is_400(client: Client) -> None:
+    status, body = client.request("PUT", "/projects/bad.name/metric", {"code": CONSTANT})
+    assert status == 400
+    assert "bad.name" in body["message"]
+
+
+def test_request_body_over_server_limit_is_413(client: Client) -> None:
+    status, body = client.request("POST", "/projects/p1/agreement", raw=b"[" + b" " * (5 * 1024 * 1024) + b"]")
+    assert status == 413
+    assert "over the server's limit" in body["message"]
+
+
+def test_unknown_route_is_404_json(client: Client) -> None:
+    status, body = client.request("GET", "/nowhere")
+    assert status == 404
+    assert "no route for GET /nowhere" in body["message"]
+
+
+def test_check_metric_runs_trial_on_tasks(client: Client, corpus_dir: Path) -> None:
+    status, body = client.request("POST", "/projects/p1/metric/check", {"code": HALF, "tasks": ner_tasks(corpus_dir)})
+    assert status == 200
+    assert body["valid"] is True
+    assert body["trial"]["scored"] == 24
+    assert {pair["score"] for pair in body["trial"]["pairs"]} == {0.5}
+
+
+def test_check_metric_reports_syntax_error(client: Client) -> None:
+    status, body = client.request("POST", "/projects/p1/metric/check", {"code": "def agreement(:\n"})
+    assert status == 200
+    assert body["valid"] is False
+    assert "line 1" in body["check"]["errors"][0]
+
+
+def test_agreement_scores_real_export(client: Client, corpus_dir: Path, examples_dir: Path) -> None:
+    code = (examples_dir / "metrics" / "span_overlap.py").read_text()
+    client.request("PUT", "/projects/ner/metric", {"code": code})
+    status, body = client.request("POST", "/projects/ner/agreement", {"tasks": ner_tasks(corpus_dir), "per_label": True})
+    assert status == 200
+    assert len(body["tasks"]) == 8
+    assert len(body["pairs"]) == 24
+    assert body["errors"] == 0
+    assert 0.0 < body["agreement"] < 1.0
+    assert len(body["annotators"]) == 3
+    assert "Person" in body["labels"]
+    assert body["function"]["name"] == "custom-metric-ner"
+
+
+def test_agreement_without_deployed_metric_is_404(client: Client) -> None:
+    status, body = client.request("POST", "/projects/none/agreement", {"tasks": []})
+    assert status == 404
+    assert "deploy" in body["message"]
+
+
+def test_agreement_with_bad_pairs_mode_is_400(client: Client) -> None:
+    client.request("PUT", "/projects/p1/metric", {"code": CONSTANT})
+    status, body = client.request("POST", "/projects/p1/agreement", {"tasks": [], "pairs": "every"})
+    assert status == 400
+    assert "pairs" in body["message"]
+
+
+def test_agreement_with_bad_task_shape_is_400(client: Client) -> None:
+    client.request("PUT", "/projects/p1/metric", {"code": CONSTANT})
+    status, body = client.request("POST", "/projects/p1/agreement", {"tasks": [{"annotations": [{"id": 1}]}]})
+    assert status == 400
+    assert "`result` is missing" in body["message"]

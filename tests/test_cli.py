@@ -1,0 +1,149 @@
+"""The `custom-metrics` command as a user runs it: a real subprocess over a temporary state folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = Path(sys.executable).parent / "custom-metrics"
+CONSTANT = "def agreement(annotation_1, annotation_2, per_label=False):\n    return 1.0\n"
+
+
+def run_cli(state_dir: Path, *arguments: str | Path) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "CUSTOM_METRICS_STATE_DIR": str(state_dir)}
+    return subprocess.run(
+        [str(CLI), *map(str, arguments)], capture_output=True, text=True, env=environment, timeout=120, check=False
+    )
+
+
+@pytest.fixture
+def metric(tmp_path: Path) -> Path:
+    path = tmp_path / "metric.py"
+    path.write_text(CONSTANT)
+    return path
+
+
+@pytest.fixture
+def ner_export(corpus_dir: Path) -> Path:
+    return corpus_dir / "labels_taxonomy_3annotators_leoka.json"
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert fragment in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_deploy_then_unchanged_with_same_sha(state_dir: Path, metric: Path) -> None:
+    first = run_cli(state_dir, "deploy", "p1", metric, "--tag", "team", "qa")
+    second = run_cli(state_dir, "deploy", "p1", metric, "--tag", "team", "qa")
+    assert first.returncode == 0
+    assert "created custom-metric-p1" in first.stdout
+    assert "unchanged" in second.stdout
+    assert first.stdout.split("SHA-256 ")[1] == second.stdout.split("SHA-256 ")[1]
+
+
+def test_agreement_table_shows_project_and_matrix(state_dir: Path, examples_dir: Path, ner_export: Path) -> None:
+    run_cli(state_dir, "deploy", "ner", examples_dir / "metrics" / "span_overlap.py")
+    result = run_cli(state_dir, "agreement", "ner", ner_export)
+    assert result.returncode == 0, result.stderr
+    assert "Project agreement: 0." in result.stdout
+    assert "Annotators: mean agreement" in result.stdout
+    assert "annotator1@example.com" in result.stdout
+
+
+def test_agreement_json_has_documented_keys(state_dir: Path, metric: Path, ner_export: Path) -> None:
+    run_cli(state_dir, "deploy", "p1", metric)
+    result = run_cli(state_dir, "agreement", "p1", ner_export, "--format", "json")
+    body = json.loads(result.stdout)
+    for key in ("agreement", "function", "tasks", "pairs", "annotators", "labels", "errors"):
+        assert key in body
+    assert body["pairs"][0]["first"]["kind"] == "annotation"
+
+
+def test_agreement_csv_has_row_per_pair(state_dir: Path, metric: Path, ner_export: Path) -> None:
+    run_cli(state_dir, "deploy", "p1", metric)
+    result = run_cli(state_dir, "agreement", "p1", ner_export, "--format", "csv")
+    assert len(result.stdout.strip().splitlines()) == 1 + 24
+
+
+def test_run_scores_without_deploying(state_dir: Path, metric: Path, ner_export: Path) -> None:
+    result = run_cli(state_dir, "run", metric, ner_export, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["agreement"] == 1.0
+    assert not (state_dir / "functions").exists()
+
+
+def test_check_with_tasks_prints_each_pair(state_dir: Path, metric: Path, ner_export: Path) -> None:
+    result = run_cli(state_dir, "check", metric, ner_export)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("score 1.0000") == 24
+
+
+def test_check_bad_metric_fails_with_line(state_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "broken.py"
+    path.write_text("def agreement(a, b, per_label=False)\n    return 1\n")
+    result = run_cli(state_dir, "check", path)
+    assert result.returncode != 0
+    assert "syntax error at line 1" in result.stdout
+
+
+def test_get_list_delete(state_dir: Path, metric: Path) -> None:
+    run_cli(state_dir, "deploy", "p1", metric, "--tag", "team", "qa")
+    assert "custom-metric-p1" in run_cli(state_dir, "list").stdout
+    shown = run_cli(state_dir, "get", "p1").stdout
+    assert "team = qa" in shown
+    assert "return 1.0" in shown
+    assert run_cli(state_dir, "delete", "p1").returncode == 0
+    assert_one_line_error(run_cli(state_dir, "get", "p1"), "no metric function named 'custom-metric-p1'")
+
+
+def test_missing_tasks_file_is_one_line_error(state_dir: Path, metric: Path, tmp_path: Path) -> None:
+    run_cli(state_dir, "deploy", "p1", metric)
+    assert_one_line_error(run_cli(state_dir, "agreement", "p1", tmp_path / "absent.json"), "cannot read")
+
+
+def test_tasks_not_json_is_one_line_error(state_dir: Path, metric: Path, tmp_path: Path) -> None:
+    run_cli(state_dir, "deploy", "p1", metric)
+    path = tmp_path / "tasks.json"
+    path.write_text("{oops")
+    assert_one_line_error(run_cli(state_dir, "agreement", "p1", path), "is not valid JSON")
+
+
+def test_tasks_not_a_list_is_one_line_error(state_dir: Path, metric: Path, tmp_path: Path) -> None:
+    run_cli(state_dir, "deploy", "p1", metric)
+    path = tmp_path / "tasks.json"
+    path.write_text('"hello"')
+    assert_one_line_error(run_cli(state_dir, "agreement", "p1", path), "expected a Label Studio JSON export")
+
+
+def test_metric_not_deployed_is_one_line_error(state_dir: Path, ner_export: Path) -> None:
+    assert_one_line_error(run_cli(state_dir, "agreement", "nope", ner_export), "no metric function named")
+
+
+def test_bad_metric_deploy_is_error_and_keeps_previous(state_dir: Path, metric: Path, tmp_path: Path) -> None:
+    first = run_cli(state_dir, "deploy", "p1", metric)
+    broken = tmp_path / "broken.py"
+    broken.write_text("def agreement(a, b):\n    return 1\n")
+    assert_one_line_error(run_cli(state_dir, "deploy", "p1", broken), "does not accept per_label")
+    assert first.stdout.split("SHA-256 ")[1].strip(")\n") in run_cli(state_dir, "get", "p1").stdout
+
+
+def test_bad_tags_listed_and_nothing_stored(state_dir: Path, metric: Path) -> None:
+    result = run_cli(state_dir, "deploy", "p1", metric, "--tag", "aws:x", "1", "--tag", "ok", "a|b")
+    assert result.returncode != 0
+    assert "aws:" in result.stderr
+    assert "a|b" in result.stderr
+    assert not (state_dir / "functions" / "custom-metric-p1" / "function.json").exists()
+
+
+def test_metric_file_not_utf8_is_one_line_error(state_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "latin1.py"
+    path.write_bytes(b"# caf\xe9\ndef agreement(a, b, per_label=False):\n    return 1\n")
+    assert_one_line_error(run_cli(state_dir, "deploy", "p1", path), "is not UTF-8 text")
