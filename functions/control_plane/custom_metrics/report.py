@@ -1,4 +1,4 @@
-"""Text renderings of the agreement result: a table for people, CSV for spreadsheets."""
+"""Text renderings of the agreement and statistics results: tables for people, CSV for spreadsheets."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import csv
 import io
 import json
 from typing import Any
+
+from custom_metrics.statistics import NUMERIC_TYPES
 
 
 def render_table(result: dict[str, Any]) -> str:
@@ -107,7 +109,7 @@ CSV_COLUMNS = [
 
 
 def render_csv(result: dict[str, Any]) -> str:
-    """One row per pair; per-label scores as a JSON object in the last column."""
+    """Render one CSV row per pair, with per-label scores as a JSON object in the last column."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -129,3 +131,36 @@ def render_csv(result: dict[str, Any]) -> str:
             ]
         )
     return buffer.getvalue()
+
+
+def render_statistics_table(report: dict[str, Any]) -> str:
+    """Render the statistics of each control, its Cohen's kappa pairs and the warnings, as text."""
+    controls = report["controls"]
+    sections = [f"Project {report['project']}: statistics for {len(controls)} categorical control(s)"]
+    sections.extend(_control_statistics(control) for control in controls)
+    if report["warnings"]:
+        sections.append("Warnings\n" + "\n".join(f"  {warning}" for warning in report["warnings"]))
+    return "\n\n".join(sections) + "\n"
+
+
+def _control_statistics(control: dict[str, Any]) -> str:
+    alpha = control["krippendorff_alpha"]
+    rows = [
+        ["percent agreement", _number(control["percent_agreement"])],
+        ["Fleiss' kappa", _number(control["fleiss_kappa"])],
+        ["Krippendorff's alpha, nominal", _number(alpha["nominal"])],
+    ]
+    if control["type"] in NUMERIC_TYPES:
+        rows.append(["Krippendorff's alpha, ordinal", _number(alpha["ordinal"])])
+        rows.append(["Krippendorff's alpha, interval", _number(alpha["interval"])])
+    lines = [
+        f"Control {control['control']} ({control['type']}): {control['items']} items, {len(control['raters'])} raters",
+        _grid(["statistic", "value"], rows),
+    ]
+    pairs = control["cohen_kappa"]
+    if pairs:
+        pair_rows = [[pair["first"], pair["second"], _number(pair["kappa"]), str(pair["items"])] for pair in pairs]
+        lines.append("Cohen's kappa by rater pair\n" + _grid(["first", "second", "kappa", "items"], pair_rows))
+    if control["warnings"]:
+        lines.append("Warnings\n" + "\n".join(f"  {warning}" for warning in control["warnings"]))
+    return "\n".join(lines)
