@@ -105,7 +105,9 @@ def test_predictions_mode_pairs_each_annotation_with_each_prediction() -> None:
 
 
 def test_all_mode_includes_annotation_and_prediction_pairs() -> None:
-    tasks = [{"id": 1, "annotations": [annotation(10, 1), annotation(11, 2)], "predictions": [{"id": 90, "result": []}]}]
+    tasks = [
+        {"id": 1, "annotations": [annotation(10, 1), annotation(11, 2)], "predictions": [{"id": 90, "result": []}]}
+    ]
     result = run(tasks, {(10, 11): 1.0, (10, 90): 0.0, (11, 90): 0.0}, mode="all")
     assert len(result["pairs"]) == 3
     assert result["agreement"] == pytest.approx(1 / 3)
@@ -194,3 +196,33 @@ def test_nested_pre_1_0_result_is_flattened() -> None:
     region = {"id": "r", "type": "choices", "from_name": "c", "to_name": "t", "value": {"choices": ["A"]}}
     export = parse_export([{"id": 1, "completions": [{"id": 1, "result": [[region]]}]}])
     assert export.tasks[0].annotations[0].body["result"] == [region]
+
+
+def test_pair_controls_lists_both_sides() -> None:
+    region_a = {"from_name": "sentiment", "type": "choices", "value": {"choices": ["A"]}}
+    region_b = {"from_name": "topic", "type": "choices", "value": {"choices": ["B"]}}
+    relation = {"type": "relation", "from_id": "x", "to_id": "y"}
+    tasks = [{"id": 1, "annotations": [annotation(1, 1, [region_a, relation]), annotation(2, 2, [region_b])]}]
+    pair = build_pairs(parse_export(tasks))[0]
+    assert pair.controls() == ["sentiment", "topic"]
+    restricted = pair.control_payload("sentiment")
+    assert restricted["id"] == "0:0#sentiment"
+    assert restricted["annotation_1"]["result"] == [region_a]
+    assert restricted["annotation_2"]["result"] == []
+
+
+def test_control_means_skip_errors() -> None:
+    tasks = [{"id": 1, "annotations": [annotation(10, 1), annotation(11, 2), annotation(12, 3)]}]
+    export = parse_export(tasks)
+    pairs = build_pairs(export)
+    control_results = [
+        {"ner": {"score": 1.0, "error": None}, "topic": {"score": 0.0, "error": None}},
+        {"ner": {"score": 0.5, "error": None}, "topic": {"score": None, "error": {"type": "E", "message": "m"}}},
+        {"ner": {"score": 0.0, "error": None}},
+    ]
+    records = [
+        pair_record(pair, {"score": 0.5, "per_label": None, "error": None}, controls)
+        for pair, controls in zip(pairs, control_results, strict=True)
+    ]
+    result = aggregate([1], records)
+    assert result["controls"] == {"ner": pytest.approx(0.5), "topic": pytest.approx(0.0)}

@@ -184,7 +184,9 @@ def test_check_metric_reports_syntax_error(client: Client) -> None:
 def test_agreement_scores_real_export(client: Client, corpus_dir: Path, examples_dir: Path) -> None:
     code = (examples_dir / "metrics" / "span_overlap.py").read_text()
     client.request("PUT", "/projects/ner/metric", {"code": code})
-    status, body = client.request("POST", "/projects/ner/agreement", {"tasks": ner_tasks(corpus_dir), "per_label": True})
+    status, body = client.request(
+        "POST", "/projects/ner/agreement", {"tasks": ner_tasks(corpus_dir), "per_label": True}
+    )
     assert status == 200
     assert len(body["tasks"]) == 8
     assert len(body["pairs"]) == 24
@@ -213,3 +215,18 @@ def test_agreement_with_bad_task_shape_is_400(client: Client) -> None:
     status, body = client.request("POST", "/projects/p1/agreement", {"tasks": [{"annotations": [{"id": 1}]}]})
     assert status == 400
     assert "`result` is missing" in body["message"]
+
+
+def test_agreement_per_control_scores_each_control(client: Client, corpus_dir: Path, examples_dir: Path) -> None:
+    code = (examples_dir / "metrics" / "span_overlap.py").read_text()
+    client.request("PUT", "/projects/ner/metric", {"code": code})
+    status, body = client.request(
+        "POST", "/projects/ner/agreement", {"tasks": ner_tasks(corpus_dir), "per_control": True}
+    )
+    assert status == 200
+    assert set(body["controls"]) == {"Category", "label"}
+    # The span metric ignores taxonomy results, so the taxonomy control alone is two empty sides.
+    assert body["controls"]["Category"] == 1.0
+    # Every task has three pairs, so the mean over pairs equals the mean of task means.
+    assert body["controls"]["label"] == pytest.approx(body["agreement"])
+    assert set(body["pairs"][0]["per_control"]) == {"Category", "label"}

@@ -12,6 +12,8 @@ Rules:
 - A label's agreement is the mean of that label's value over the pairs whose per-label result
   has it.
 - The project agreement is the mean of the non-null task agreements.
+- A control's agreement is the mean over pairs of the metric's score on the two annotations
+  restricted to that control's results (computed only when per-control results are requested).
 - Pairs with an error count in `errors` and stay out of every mean.
 """
 
@@ -24,10 +26,12 @@ from typing import Any
 from custom_metrics.tasks import Pair
 
 
-def pair_record(pair: Pair, result: dict[str, Any] | None) -> dict[str, Any]:
-    """Merge a pair with the runtime's result for it into one output record."""
-    result = result or {"score": None, "per_label": None, "error": {"type": "NotRun", "message": "pair was not scored"}}
-    return {
+def pair_record(
+    pair: Pair, result: dict[str, Any] | None, control_results: dict[str, dict[str, Any] | None] | None = None
+) -> dict[str, Any]:
+    """Merge a pair with the runtime's result for it (and, if asked, per control) into one output record."""
+    result = result or _NOT_RUN
+    record = {
         "task": pair.task.key,
         "first": pair.first.describe(),
         "second": pair.second.describe(),
@@ -35,6 +39,19 @@ def pair_record(pair: Pair, result: dict[str, Any] | None) -> dict[str, Any]:
         "per_label": result.get("per_label"),
         "error": result.get("error"),
     }
+    if control_results is not None:
+        record["per_control"] = {
+            control: {"score": (outcome or _NOT_RUN).get("score"), "error": (outcome or _NOT_RUN).get("error")}
+            for control, outcome in control_results.items()
+        }
+    return record
+
+
+_NOT_RUN: dict[str, Any] = {
+    "score": None,
+    "per_label": None,
+    "error": {"type": "NotRun", "message": "pair was not scored"},
+}
 
 
 def aggregate(task_keys: list[Any], records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -51,6 +68,7 @@ def aggregate(task_keys: list[Any], records: list[dict[str, Any]]) -> dict[str, 
         "pairs": records,
         "annotators": _annotator_matrix(records),
         "labels": _label_means(records),
+        "controls": _control_means(records),
         "errors": sum(1 for record in records if record["error"] is not None),
     }
 
@@ -90,6 +108,15 @@ def _label_means(records: list[dict[str, Any]]) -> dict[str, float]:
         for label, score in per_label.items():
             values[label].append(score)
     return {label: fmean(scores) for label, scores in sorted(values.items())}
+
+
+def _control_means(records: list[dict[str, Any]]) -> dict[str, float]:
+    values: dict[str, list[float]] = defaultdict(list)
+    for record in records:
+        for control, outcome in (record.get("per_control") or {}).items():
+            if outcome["error"] is None and outcome["score"] is not None:
+                values[control].append(outcome["score"])
+    return {control: fmean(scores) for control, scores in sorted(values.items())}
 
 
 def _hashable(key: Any) -> Any:

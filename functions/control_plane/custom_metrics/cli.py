@@ -308,6 +308,7 @@ def delete(settings: Settings, project: str, prefix: str | None) -> None:
 @click.argument("project")
 @click.argument("tasks", type=click.Path(path_type=Path))
 @click.option("--per-label", is_flag=True, help="Also ask the metric for per-label scores.")
+@click.option("--per-control", is_flag=True, help="Also score each control (from_name) on its own.")
 @pairs_option
 @format_option
 @prefix_option
@@ -317,13 +318,14 @@ def agreement(
     project: str,
     tasks: Path,
     per_label: bool,
+    per_control: bool,
     pair_mode: str,
     output_format: str,
     prefix: str | None,
 ) -> None:
     """Score the Label Studio export TASKS.json with PROJECT's deployed metric."""
     data = read_json(tasks)
-    kwargs: dict[str, Any] = {"per_label": per_label, "pairs": pair_mode, "prefix": prefix}
+    kwargs: dict[str, Any] = {"per_label": per_label, "per_control": per_control, "pairs": pair_mode, "prefix": prefix}
     if not settings.endpoint:
         kwargs["progress"] = Progress()
     result = _call(settings.service().score, project, data, **kwargs)
@@ -355,10 +357,19 @@ def stats(project: str, tasks: Path, include_predictions: bool, output_format: s
 @click.argument("metric", type=click.Path(path_type=Path))
 @click.argument("tasks", type=click.Path(path_type=Path))
 @click.option("--per-label", is_flag=True, help="Also ask the metric for per-label scores.")
+@click.option("--per-control", is_flag=True, help="Also score each control (from_name) on its own.")
 @pairs_option
 @format_option
 @click.pass_obj
-def run(settings: Settings, metric: Path, tasks: Path, per_label: bool, pair_mode: str, output_format: str) -> None:
+def run(
+    settings: Settings,
+    metric: Path,
+    tasks: Path,
+    per_label: bool,
+    per_control: bool,
+    pair_mode: str,
+    output_format: str,
+) -> None:
     """Score TASKS.json with METRIC.py in one step, without keeping a deployed function."""
     source = read_source(metric)
     data = read_json(tasks)
@@ -366,7 +377,15 @@ def run(settings: Settings, metric: Path, tasks: Path, per_label: bool, pair_mod
         service = MetricService(LocalBackend(Path(state_dir), workers=settings.workers))
         try:
             _call(service.put_metric, "run", code=source)
-            result = _call(service.score, "run", data, per_label=per_label, pairs=pair_mode, progress=Progress())
+            result = _call(
+                service.score,
+                "run",
+                data,
+                per_label=per_label,
+                per_control=per_control,
+                pairs=pair_mode,
+                progress=Progress(),
+            )
         finally:
             service.close()
     emit(result, output_format)

@@ -12,6 +12,8 @@ from custom_metrics.statistics import NUMERIC_TYPES
 
 def render_table(result: dict[str, Any]) -> str:
     sections = [_headline(result), _tasks(result), _annotators(result)]
+    if result.get("controls"):
+        sections.append(_controls(result["controls"]))
     if result.get("labels"):
         sections.append(_labels(result["labels"]))
     if result.get("errors"):
@@ -59,6 +61,11 @@ def _annotators(result: dict[str, Any]) -> str:
             row.append(f"{cell['agreement']:.4f} ({cell['pairs']})" if cell else "-")
         rows.append(row)
     return "Annotators: mean agreement (pairs)\n" + _grid(header, rows)
+
+
+def _controls(controls: dict[str, float]) -> str:
+    rows = [[control, _number(score)] for control, score in controls.items()]
+    return "Controls: mean agreement on each control alone\n" + _grid(["control", "agreement"], rows)
 
 
 def _labels(labels: dict[str, float]) -> str:

@@ -28,7 +28,7 @@ from custom_metrics.errors import InvalidInputError, ServiceError
 from custom_metrics.packaging import build_package, code_sha256
 from custom_metrics.sandbox import WorkerPool
 from custom_metrics.source_check import check_source, require_valid
-from custom_metrics.tasks import build_pairs, parse_export
+from custom_metrics.tasks import Pair, build_pairs, control_pair_id, parse_export
 from custom_metrics.trial import PackageRunner, staged_source
 
 logger = logging.getLogger(__name__)
@@ -162,12 +162,17 @@ class MetricService:
         tasks: Any,
         *,
         per_label: bool = False,
+        per_control: bool = False,
         pairs: str = "annotations",
         prefix: str | None = None,
         request_id: str | None = None,
         progress: ProgressCallback | None = None,
     ) -> dict[str, Any]:
-        """Score every pair of the export with the project's metric and aggregate the results."""
+        """Score every pair of the export with the project's metric and aggregate the results.
+
+        With `per_control`, each pair is also scored once per control with both annotations
+        restricted to that control's results, which costs one more call per control and pair.
+        """
         name = self.function_name(project, prefix)
         export = parse_export(tasks)
         selected = build_pairs(export, pairs)
@@ -180,22 +185,26 @@ class MetricService:
 
         request_id = request_id or _request_id()
         logger.info("scoring", extra={"function": name, "pairs": len(selected), "request_id": request_id})
+        payloads = [pair.payload() for pair in selected]
+        if per_control:
+            payloads += [pair.control_payload(control) for pair in selected for control in pair.controls()]
         results = orchestrator.score_pairs(
             self.backend,
             name,
-            [pair.payload() for pair in selected],
+            payloads,
             per_label=per_label,
             request_id=request_id,
             project=project,
             progress=progress,
         )
-        records = [pair_record(pair, results.get(pair.id)) for pair in selected]
+        records = [_record(pair, results, per_control) for pair in selected]
         body = aggregate([task.key for task in export.tasks], records)
         return {
             "agreement": body.pop("agreement"),
             "function": {"name": name, "code_sha256": info.code_sha256},
             "pair_mode": pairs,
             "per_label": per_label,
+            "per_control": per_control,
             "request_id": request_id,
             **body,
             "warnings": export.warnings,
@@ -218,6 +227,13 @@ class MetricService:
         closer = getattr(self.backend, "close", None)
         if callable(closer):
             closer()
+
+
+def _record(pair: Pair, results: dict[str, Any], per_control: bool) -> dict[str, Any]:
+    controls = None
+    if per_control:
+        controls = {control: results.get(control_pair_id(pair.id, control)) for control in pair.controls()}
+    return pair_record(pair, results.get(pair.id), controls)
 
 
 def _metric_source(code: str | None, builtin: str | None, options: dict[str, Any] | None) -> str:

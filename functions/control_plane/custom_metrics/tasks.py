@@ -52,6 +52,36 @@ class Pair:
     def payload(self) -> dict[str, Any]:
         return {"id": self.id, "annotation_1": self.first.body, "annotation_2": self.second.body}
 
+    def controls(self) -> list[str]:
+        """Name the controls (`from_name`) that either side has results for, in sorted order."""
+        return sorted(_control_names(self.first.body) | _control_names(self.second.body))
+
+    def control_payload(self, control: str) -> dict[str, Any]:
+        """Build the payload of this pair with both annotations restricted to one control's results."""
+        return {
+            "id": control_pair_id(self.id, control),
+            "annotation_1": _restricted(self.first.body, control),
+            "annotation_2": _restricted(self.second.body, control),
+        }
+
+
+def control_pair_id(pair_id: str, control: str) -> str:
+    return f"{pair_id}#{control}"
+
+
+def _control_names(body: dict[str, Any]) -> set[str]:
+    return {
+        region["from_name"]
+        for region in body["result"]
+        if isinstance(region, dict) and isinstance(region.get("from_name"), str)
+    }
+
+
+def _restricted(body: dict[str, Any], control: str) -> dict[str, Any]:
+    # Relations carry no from_name and point at regions of other controls, so they are left out.
+    regions = [region for region in body["result"] if isinstance(region, dict) and region.get("from_name") == control]
+    return {**body, "result": regions}
+
 
 @dataclass
 class Export:

@@ -21,6 +21,7 @@ def build_router(service: Callable[[], MetricService]) -> Router:
             project,
             body["tasks"],
             per_label=body.get("per_label", False),
+            per_control=body.get("per_control", False),
             pairs=body.get("pairs", "annotations"),
             prefix=body.get("prefix"),
             request_id=router.current_event.request_context.request_id,
