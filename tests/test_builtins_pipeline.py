@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from custom_metrics import builtins
 from custom_metrics.backends.local import LocalBackend
 from custom_metrics.service import MetricService
@@ -78,7 +77,7 @@ def with_a_pair(task: dict[str, Any]) -> dict[str, Any]:
     task = copy.deepcopy(task)
     annotations = [item for item in task.get("annotations") or [] if not item.get("was_cancelled")]
     predictions = [item for item in task.get("predictions") or [] if isinstance(item, dict)]
-    if not annotations and not predictions or annotations and predictions or len(annotations) >= 2:
+    if (not annotations and not predictions) or (annotations and predictions) or len(annotations) >= 2:
         return task
     source = (annotations or predictions)[0]
     duplicate = {**copy.deepcopy(source), "id": 888_888, "completed_by": 888}
