@@ -45,12 +45,12 @@ def function_name(project: str, prefix: str | None = None) -> str:
     return name
 
 
-def _name_part_problems(what: str, value: str) -> list[str]:
+def _name_part_problems(field: str, value: str) -> list[str]:
     if not value:
-        return [f"{what} is empty; use letters, digits, '-' or '_'"]
+        return [f"{field} is empty; use letters, digits, '-' or '_'"]
     if not NAME_PART_PATTERN.match(value):
         return [
-            f"{what} {value!r} contains characters Lambda function names reject; use only letters, digits, '-', '_'"
+            f"{field} {value!r} contains characters Lambda function names reject; use only letters, digits, '-', '_'"
         ]
     return []
 
