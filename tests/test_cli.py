@@ -147,3 +147,28 @@ def test_metric_file_not_utf8_is_one_line_error(state_dir: Path, tmp_path: Path)
     path = tmp_path / "latin1.py"
     path.write_bytes(b"# caf\xe9\ndef agreement(a, b, per_label=False):\n    return 1\n")
     assert_one_line_error(run_cli(state_dir, "deploy", "p1", path), "is not UTF-8 text")
+
+
+def test_agreement_html_written_to_output_file(state_dir: Path, metric: Path, ner_export: Path, tmp_path: Path) -> None:
+    run_cli(state_dir, "deploy", "p1", metric)
+    report = tmp_path / "report.html"
+    result = run_cli(state_dir, "agreement", "p1", ner_export, "--format", "html", "--output", report)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert report.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_csv_quotes_formula_like_annotator(state_dir: Path, metric: Path, tmp_path: Path) -> None:
+    tasks = [
+        {
+            "id": 1,
+            "annotations": [
+                {"id": 1, "completed_by": {"email": "=HYPERLINK(1)"}, "result": []},
+                {"id": 2, "completed_by": 2, "result": []},
+            ],
+        }
+    ]
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(tasks))
+    result = run_cli(state_dir, "run", metric, path, "--format", "csv")
+    assert "'=HYPERLINK(1)" in result.stdout

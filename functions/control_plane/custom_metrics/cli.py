@@ -16,12 +16,13 @@ from custom_metrics import naming
 from custom_metrics.backends.local import STATE_DIR_VARIABLE, LocalBackend, default_state_dir
 from custom_metrics.errors import ServiceError
 from custom_metrics.report import render_csv, render_statistics_table, render_table
+from custom_metrics.report_html import render_html
 from custom_metrics.service import MetricService
 from custom_metrics.source_check import decode_source
 from custom_metrics.statistics import project_statistics
 from custom_metrics.tasks import PAIR_MODES
 
-FORMATS = ("table", "json", "csv")
+FORMATS = ("table", "json", "csv", "html")
 ENDPOINT_VARIABLE = "CUSTOM_METRICS_ENDPOINT"
 
 
@@ -75,13 +76,24 @@ def read_source(path: Path) -> str:
     return decode_source(data, origin=str(path))
 
 
-def emit(result: dict[str, Any], output_format: str) -> None:
+def emit(result: dict[str, Any], output_format: str, output: Path | None = None) -> None:
+    """Render the agreement result in `output_format` to stdout, or to the file `output`."""
     if output_format == "json":
-        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
     elif output_format == "csv":
-        click.echo(render_csv(result), nl=False)
+        text = render_csv(result)
+    elif output_format == "html":
+        text = render_html(result)
     else:
-        click.echo(render_table(result), nl=False)
+        text = render_table(result)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, "utf-8")
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror}; choose another --output path")
+    click.echo(f"wrote {output}", err=True)
 
 
 class Progress:
@@ -159,9 +171,22 @@ pairs_option = click.option(
     show_default=True,
     help="Which pairs to score in each task.",
 )
-format_option = click.option(
-    "--format", "output_format", type=click.Choice(FORMATS), default="table", show_default=True
-)
+
+
+def format_option(command: Any) -> Any:
+    command = click.option(
+        "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the report to this file, not stdout."
+    )(command)
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        help="table for people, json for programs, csv with one row per pair, html for a self-contained report.",
+    )(command)
+
+
 prefix_option = click.option("--prefix", help="Function name prefix for this command (overrides the global one).")
 
 
@@ -321,6 +346,7 @@ def agreement(
     per_control: bool,
     pair_mode: str,
     output_format: str,
+    output: Path | None,
     prefix: str | None,
 ) -> None:
     """Score the Label Studio export TASKS.json with PROJECT's deployed metric."""
@@ -329,7 +355,7 @@ def agreement(
     if not settings.endpoint:
         kwargs["progress"] = Progress()
     result = _call(settings.service().score, project, data, **kwargs)
-    emit(result, output_format)
+    emit(result, output_format, output)
 
 
 @main.command()
@@ -369,6 +395,7 @@ def run(
     per_control: bool,
     pair_mode: str,
     output_format: str,
+    output: Path | None,
 ) -> None:
     """Score TASKS.json with METRIC.py in one step, without keeping a deployed function."""
     source = read_source(metric)
@@ -388,7 +415,7 @@ def run(
             )
         finally:
             service.close()
-    emit(result, output_format)
+    emit(result, output_format, output)
 
 
 @main.command()
@@ -461,3 +488,9 @@ def list_builtins() -> None:
     width = max(len(name) for name in builtins.names())
     for name in builtins.names():
         click.echo(f"{name.ljust(width)}  {builtins.summary(name)}")
+
+
+from custom_metrics import cli_labelstudio  # noqa: E402 (its commands use this module's Settings)
+
+for _command in cli_labelstudio.COMMANDS:
+    main.add_command(_command)

@@ -111,8 +111,17 @@ CSV_COLUMNS = [
     "score",
     "error_type",
     "error_message",
+    "error_line",
     "per_label",
 ]
+
+
+def _cell(value: Any) -> Any:
+    # Spreadsheets run a cell that starts with one of these as a formula; annotator names and
+    # error messages come from users, so such text is quoted with a leading apostrophe.
+    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
+        return "'" + value
+    return value
 
 
 def render_csv(result: dict[str, Any]) -> str:
@@ -122,21 +131,21 @@ def render_csv(result: dict[str, Any]) -> str:
     writer.writerow(CSV_COLUMNS)
     for pair in result["pairs"]:
         error = pair["error"] or {}
-        writer.writerow(
-            [
-                pair["task"],
-                pair["first"]["kind"],
-                pair["first"]["id"],
-                pair["first"]["by"],
-                pair["second"]["kind"],
-                pair["second"]["id"],
-                pair["second"]["by"],
-                "" if pair["score"] is None else pair["score"],
-                error.get("type", ""),
-                error.get("message", ""),
-                json.dumps(pair["per_label"], sort_keys=True) if pair["per_label"] is not None else "",
-            ]
-        )
+        row = [
+            pair["task"],
+            pair["first"]["kind"],
+            pair["first"]["id"],
+            pair["first"]["by"],
+            pair["second"]["kind"],
+            pair["second"]["id"],
+            pair["second"]["by"],
+            "" if pair["score"] is None else pair["score"],
+            error.get("type", ""),
+            error.get("message", ""),
+            error.get("line") or "",
+            json.dumps(pair["per_label"], sort_keys=True) if pair["per_label"] is not None else "",
+        ]
+        writer.writerow([_cell(value) for value in row])
     return buffer.getvalue()
 
 
