@@ -436,7 +436,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port")
     click.echo(
-        f"serving on http://{server.server_address[0]}:{server.server_address[1]} (state: {settings.state_dir})",
+        f"serving on http://{host}:{server.server_port} (state: {settings.state_dir})",
         err=True,
     )
     try:

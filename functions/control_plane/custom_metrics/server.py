@@ -93,7 +93,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         event = proxy_event(
             self.command, self.path, dict(self.headers.items()), body, request_id, self.client_address[0]
         )
-        response = self.server.resolver().resolve(event, LambdaContext(aws_request_id=request_id))
+        context: Any = LambdaContext(aws_request_id=request_id)  # powertools reads only these attributes
+        response = self.server.resolver().resolve(event, context)
         self._write_response(response)
         logger.info(
             "%s %s -> %s",

@@ -7,12 +7,13 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
+from custom_metrics.api.routing import new_router, request_id
 from custom_metrics.api.validation import json_body
 from custom_metrics.service import MetricService
 
 
 def build_router(service: Callable[[], MetricService]) -> Router:
-    router = Router()
+    router = new_router()
 
     @router.post("/projects/<project>/agreement")
     def score(project: str) -> dict[str, Any]:
@@ -24,7 +25,7 @@ def build_router(service: Callable[[], MetricService]) -> Router:
             per_control=body.get("per_control", False),
             pairs=body.get("pairs", "annotations"),
             prefix=body.get("prefix"),
-            request_id=router.current_event.request_context.request_id,
+            request_id=request_id(router),
         )
 
     return router

@@ -29,7 +29,7 @@ def build_resolver(service: Callable[[], MetricService]) -> APIGatewayRestResolv
     app.include_router(statistics_routes.build_router())
     app.include_router(sdk_routes.build_router(service))
 
-    @app.exception_handler(ServiceError)
+    @app.exception_handler(ServiceError)  # type: ignore[untyped-decorator]  # powertools leaves it unannotated
     def handle_service_error(error: ServiceError) -> Response[Any]:
         logger.info(
             "request rejected",
@@ -46,7 +46,7 @@ def build_resolver(service: Callable[[], MetricService]) -> APIGatewayRestResolv
         )
         return Response(status_code=404, content_type=content_types.APPLICATION_JSON, body={"message": message})
 
-    @app.exception_handler(Exception)
+    @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
     def handle_platform_error(error: Exception) -> Response[Any]:
         request_id = app.current_event.request_context.request_id
         logger.exception("request failed", extra={"request_id": request_id, "path": app.current_event.path})

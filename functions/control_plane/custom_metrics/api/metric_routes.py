@@ -9,6 +9,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
+from custom_metrics.api.routing import new_router
 from custom_metrics.api.validation import json_body, query_float, query_int
 from custom_metrics.service import MetricService
 
@@ -17,7 +18,7 @@ MAX_LOG_ROWS = 10000
 
 
 def build_router(service: Callable[[], MetricService]) -> Router:
-    router = Router()
+    router = new_router()
 
     @router.put("/projects/<project>/metric")
     def put_metric(project: str) -> Response[Any]:

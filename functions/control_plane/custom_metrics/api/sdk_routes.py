@@ -38,6 +38,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 
+from custom_metrics.api.routing import new_router
 from custom_metrics.api.validation import json_body, query_int
 from custom_metrics.backends.base import STATUS_NOT_DEPLOYED
 from custom_metrics.backends.local import LocalBackend
@@ -217,7 +218,7 @@ def build_router(
     service: Callable[[], MetricService],
     metric_param_store: Callable[[], MetricParamStore | None] | None = None,
 ) -> Router:
-    router = Router()  # type: ignore[no-untyped-call]  # powertools leaves Router.__init__ unannotated
+    router = new_router()
     store_factory = metric_param_store or (lambda: default_metric_param_store(service()))
     guarded: list[Callable[..., Any]] = [require_api_token, label_studio_errors]
 

@@ -12,6 +12,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from custom_metrics import naming
+from custom_metrics.api.routing import new_router
 from custom_metrics.api.validation import json_body
 from custom_metrics.statistics import project_statistics
 
@@ -19,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_router() -> Router:
-    router = Router()  # type: ignore[no-untyped-call]  # powertools leaves Router.__init__ unannotated
+    router = new_router()
 
     @router.post("/projects/<project>/statistics")
     def statistics(project: str) -> dict[str, Any]:

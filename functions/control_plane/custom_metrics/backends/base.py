@@ -22,6 +22,7 @@ them again in a new batch.
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,4 +150,4 @@ class Backend(Protocol):
         """Run one batch; return the runtime's response or raise BatchFailedError / ThrottledError."""
         ...
 
-    def logs(self, name: str, start: float, end: float, limit: int) -> list[LogRow]: ...
+    def logs(self, name: str, start: float, end: float, limit: int) -> builtins.list[LogRow]: ...

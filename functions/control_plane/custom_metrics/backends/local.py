@@ -14,6 +14,7 @@ deploys and deletes of one function across processes.
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import fcntl
 import json
@@ -144,7 +145,7 @@ class LocalBackend:
         memory = int(metadata.get("memory_size", DEFAULT_MEMORY_MB))
         return self.pool.invoke(code_dir, payload, timeout, memory)
 
-    def logs(self, name: str, start: float, end: float, limit: int) -> list[LogRow]:
+    def logs(self, name: str, start: float, end: float, limit: int) -> builtins.list[LogRow]:
         if self._read_metadata(name) is None:
             raise _not_found(name)
         # NOTE: the local backend keeps no log history; worker output goes to the server's stderr.
