@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 from builtin_loading import CORPUS, corpus_annotation_sets, load_builtin
-from custom_metrics import builtins
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely import affinity
 from shapely.geometry import Point as ShapelyPoint
 from shapely.geometry import Polygon as ShapelyPolygon
+
+from custom_metrics import builtins
 
 NAMES = ("rectanglelabels", "polygonlabels", "ellipselabels", "brushlabels", "keypointlabels")
 

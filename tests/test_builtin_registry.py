@@ -6,6 +6,7 @@ import ast
 
 import pytest
 from builtin_loading import load_builtin
+
 from custom_metrics import builtins
 from custom_metrics.errors import InvalidInputError
 

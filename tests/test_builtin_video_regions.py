@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 from builtin_loading import corpus_annotation_sets, load_builtin
-from custom_metrics import builtins
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely import affinity
 from shapely.geometry import Polygon as ShapelyPolygon
+
+from custom_metrics import builtins
 
 
 @pytest.fixture(scope="module")

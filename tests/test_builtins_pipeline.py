@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from custom_metrics import builtins
 from custom_metrics.backends.local import LocalBackend
 from custom_metrics.service import MetricService

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from custom_metrics.errors import InvalidInputError
 from custom_metrics.statistics import (
     cohen_kappa,

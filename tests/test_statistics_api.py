@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from custom_metrics.backends.local import LocalBackend
 from custom_metrics.server import ControlPlaneServer
 from custom_metrics.service import MetricService

@@ -8,10 +8,11 @@ import random
 import krippendorff
 import numpy as np
 import pytest
-from custom_metrics.statistics import cohen_kappa, fleiss_kappa, krippendorff_alpha, project_statistics
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import aggregate_raters
 from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss_kappa
+
+from custom_metrics.statistics import cohen_kappa, fleiss_kappa, krippendorff_alpha, project_statistics
 
 TOLERANCE = 1e-9
 CATEGORY_NAMES = ["negative", "neutral", "positive", "mixed", "other", "spam", "unclear"]
