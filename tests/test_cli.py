@@ -172,3 +172,42 @@ def test_csv_quotes_formula_like_annotator(state_dir: Path, metric: Path, tmp_pa
     path.write_text(json.dumps(tasks))
     result = run_cli(state_dir, "run", metric, path, "--format", "csv")
     assert "'=HYPERLINK(1)" in result.stdout
+
+
+def test_agreement_shows_progress_on_terminal(state_dir: Path, metric: Path, tmp_path: Path) -> None:
+    import pty
+
+    annotations = [{"id": number, "completed_by": number, "result": []} for number in range(3)]
+    tasks = [{"id": task, "annotations": annotations} for task in range(200)]
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(tasks))
+    run_cli(state_dir, "deploy", "p1", metric)
+    controller, terminal = pty.openpty()
+    environment = {**os.environ, "CUSTOM_METRICS_STATE_DIR": str(state_dir)}
+    process = subprocess.Popen(
+        [str(CLI), "agreement", "p1", str(path), "--format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        env=environment,
+    )
+    os.close(terminal)
+    output = process.communicate(timeout=120)[0]
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert process.returncode == 0
+    assert b"scoring pairs: 600/600 (100%)" in shown
+    assert json.loads(output)["agreement"] == 1.0
+
+
+def test_agreement_hides_progress_when_piped(state_dir: Path, metric: Path, ner_export: Path) -> None:
+    run_cli(state_dir, "deploy", "p1", metric)
+    result = run_cli(state_dir, "agreement", "p1", ner_export)
+    assert "scoring pairs" not in result.stderr
