@@ -131,3 +131,22 @@ def test_fetch_export_returns_task_list(state_dir: Path, fake: FakeLabelStudio) 
 def test_project_webhook_url_keeps_query() -> None:
     url = project_webhook_url("https://metrics.example.com/prod/webhooks/label-studio?stage=1", "p1")
     assert url == "https://metrics.example.com/prod/webhooks/label-studio?stage=1&project=p1"
+
+
+def test_agreement_from_label_studio_scores_live_tasks(state_dir: Path, fake: FakeLabelStudio) -> None:
+    task = fake.add_task({"text": "a"})
+    fake.add_annotation(task, 2, "Positive")
+    fake.add_annotation(task, 3, "Negative")
+    assert cli(state_dir, "deploy", "p1", str(EXAMPLES / "choices_exact_match.py")).exit_code == 0
+    connect(state_dir, fake)
+    result = cli(state_dir, "agreement", "p1", "--from-label-studio", "--format", "json")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body["agreement"] == 0.0
+    assert body["tasks"][0]["task"] == task
+
+
+def test_agreement_needs_tasks_or_label_studio(state_dir: Path) -> None:
+    result = cli(state_dir, "agreement", "p1")
+    assert result.exit_code == 1
+    assert "give either a TASKS.json export or --from-label-studio" in result.output

@@ -331,7 +331,10 @@ def delete(settings: Settings, project: str, prefix: str | None) -> None:
 
 @main.command()
 @click.argument("project")
-@click.argument("tasks", type=click.Path(path_type=Path))
+@click.argument("tasks", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--from-label-studio", is_flag=True, help="Score the connected Label Studio project's tasks (see `connect`)."
+)
 @click.option("--per-label", is_flag=True, help="Also ask the metric for per-label scores.")
 @click.option("--per-control", is_flag=True, help="Also score each control (from_name) on its own.")
 @pairs_option
@@ -341,7 +344,8 @@ def delete(settings: Settings, project: str, prefix: str | None) -> None:
 def agreement(
     settings: Settings,
     project: str,
-    tasks: Path,
+    tasks: Path | None,
+    from_label_studio: bool,
     per_label: bool,
     per_control: bool,
     pair_mode: str,
@@ -349,8 +353,16 @@ def agreement(
     output: Path | None,
     prefix: str | None,
 ) -> None:
-    """Score the Label Studio export TASKS.json with PROJECT's deployed metric."""
-    data = read_json(tasks)
+    """Score the Label Studio export TASKS.json (or the connected project) with PROJECT's deployed metric."""
+    if (tasks is None) == (not from_label_studio):
+        fail("give either a TASKS.json export or --from-label-studio")
+    if from_label_studio:
+        from custom_metrics.cli_labelstudio import fetch_export
+
+        data: Any = fetch_export(settings, project)
+    else:
+        assert tasks is not None
+        data = read_json(tasks)
     kwargs: dict[str, Any] = {"per_label": per_label, "per_control": per_control, "pairs": pair_mode, "prefix": prefix}
     if not settings.endpoint:
         kwargs["progress"] = Progress()
