@@ -11,7 +11,7 @@ SAM_STAMP := $(SAM_VENV)/.installed
 # The SAM CLI sends usage telemetry unless this is 0; the checks below need no AWS account.
 SAM_ENV := SAM_CLI_TELEMETRY=0
 
-.PHONY: setup demo test lint typecheck pytest template clean
+.PHONY: setup demo test lint typecheck pytest template clean test-label-studio
 
 setup: $(STAMP)
 
@@ -51,3 +51,7 @@ test: template lint typecheck pytest
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .state
+
+# Starts a real Label Studio 1.23.2 on 127.0.0.1 (installed once into .venv-label-studio, ~1 GB).
+test-label-studio: setup
+	scripts/label-studio-test.sh
