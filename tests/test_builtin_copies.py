@@ -21,6 +21,9 @@ SHARED_HELPERS = (
     "_hungarian",
     "_clip_half_plane",
     "_weights",
+    "_check_weights",
+    "_is_number",
+    "OptionError",
 )
 
 
@@ -30,7 +33,7 @@ def helper_copies() -> dict[str, dict[str, str]]:
         if path.name.startswith("__"):
             continue
         for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.FunctionDef) and node.name in SHARED_HELPERS:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name in SHARED_HELPERS:
                 copies[node.name][path.name] = ast.dump(node)
     return copies
 

@@ -11,6 +11,8 @@ from builtin_loading import corpus_annotation_sets, corpus_files_with, load_buil
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from custom_metrics.errors import InvalidInputError
+
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 METRIC = load_builtin("choices")
@@ -192,9 +194,8 @@ def test_malformed_annotation_raises() -> None:
 
 
 def test_invalid_option_value_raises() -> None:
-    metric = load_builtin("choices", {"control_weights": {"sentiment": -1}})
-    with pytest.raises(ValueError, match="control_weights"):
-        metric.agreement(annotation(choices("A")), annotation(choices("A")))
+    with pytest.raises(InvalidInputError, match="control_weights"):
+        load_builtin("choices", {"control_weights": {"sentiment": -1}})
 
 
 def test_max_weight_matching_equals_brute_force() -> None:

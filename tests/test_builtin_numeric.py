@@ -10,6 +10,8 @@ from builtin_loading import corpus_annotation_sets, corpus_files_with, load_buil
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from custom_metrics.errors import InvalidInputError
+
 METRIC = load_builtin("number")
 
 
@@ -83,9 +85,8 @@ def test_malformed_number_names_region(bad: Any) -> None:
 
 
 def test_invalid_rating_max_raises() -> None:
-    metric = load_builtin("rating", {"rating_max": 1})
-    with pytest.raises(ValueError, match="rating_max"):
-        metric.agreement(annotation(item("rating", 1)), annotation(item("rating", 1)))
+    with pytest.raises(InvalidInputError, match="rating_max"):
+        load_builtin("rating", {"rating_max": 1})
 
 
 @st.composite

@@ -84,10 +84,9 @@ def test_render_bool_for_number_option_raises() -> None:
         builtins.render("labels", {"iou_threshold": True})
 
 
-def test_render_accepts_int_for_float_and_none_for_number() -> None:
+def test_render_accepts_int_for_float() -> None:
     assert load_builtin("labels", {"iou_threshold": 1}).OPTIONS["iou_threshold"] == 1
     assert load_builtin("rating", {"number_range": 10}).OPTIONS["number_range"] == 10
-    assert load_builtin("number", {"rating_max": None}).OPTIONS["rating_max"] is None
 
 
 def test_render_non_finite_value_raises() -> None:

@@ -16,6 +16,7 @@ import ast
 import importlib.resources
 import json
 import math
+import types
 from typing import Any
 
 from custom_metrics.errors import InvalidInputError
@@ -89,7 +90,8 @@ def render(name: str, options: dict[str, Any] | None = None) -> str:
 
     Top-level keys of `options` replace the default value whole (a given `control_weights` dict
     replaces the default one, it is not merged key by key). Raises InvalidInputError on an
-    unknown key or on a value whose type differs from the default's type.
+    unknown key, on a value whose type differs from the default's type, and on a value that the
+    built-in's own OPTIONS check rejects (a range, an enum, a weight).
     """
     text = source(name)
     head, defaults, tail = _split_options(name, text)
@@ -100,7 +102,26 @@ def render(name: str, options: dict[str, Any] | None = None) -> str:
     literal = _format_literal(merged, 0)
     if ast.literal_eval(literal) != merged:
         raise InvalidInputError(f"Invalid options for built-in {name!r}: a value does not survive as a Python literal.")
-    return head + "OPTIONS: dict[str, Any] = " + literal + "\n" + tail
+    rendered = head + "OPTIONS: dict[str, Any] = " + literal + "\n" + tail
+    _run_options_check(name, rendered)
+    return rendered
+
+
+def _run_options_check(name: str, rendered: str) -> None:
+    """Execute the rendered built-in in a scratch module, so the OPTIONS check that runs at its import runs now.
+
+    The built-in raises its own OptionError, a ValueError with an `option` attribute. Any other
+    exception means the built-in file itself is broken, so it propagates as a platform error.
+    """
+    module = types.ModuleType(f"custom_metrics_builtin_check_{name}")
+    try:
+        # The source is a file of this package with only the OPTIONS literal replaced, not user code.
+        exec(compile(rendered, BUILTIN_FILES[name], "exec"), module.__dict__)  # noqa: S102
+    except ValueError as error:
+        option = getattr(error, "option", None)
+        if not isinstance(option, str):
+            raise
+        raise InvalidInputError(f"Built-in {name!r}: {error}", details={"builtin": name, "option": option}) from error
 
 
 def _split_options(name: str, text: str) -> tuple[str, dict[str, Any], str]:
@@ -132,7 +153,12 @@ def _check_option(name: str, key: Any, value: Any, defaults: dict[str, Any]) -> 
             f"got {type(value).__name__}. Pass a value of the same type as the default {defaults[key]!r}.",
             details={"builtin": name, "option": key},
         )
-    _format_literal(value, 0)  # raises InvalidInputError on values that have no Python literal
+    try:
+        _format_literal(value, 0)
+    except ValueError as error:
+        raise InvalidInputError(
+            f"Invalid value for option {key!r} of built-in {name!r}: {error}.", details={"builtin": name, "option": key}
+        ) from error
 
 
 def _option_kind(value: Any) -> str | None:
@@ -155,12 +181,15 @@ def _is_unset_number(value: Any, expected: str) -> bool:
 
 
 def _format_literal(value: Any, depth: int) -> str:
-    """Format a JSON-like value as a Python literal: dicts one key per line with trailing commas."""
+    """Format a JSON-like value as a Python literal: dicts one key per line with trailing commas.
+
+    Raises ValueError on a value that is not finite JSON.
+    """
     if value is None or isinstance(value, bool):
         return repr(value)
     if isinstance(value, int | float):
         if not math.isfinite(value):
-            raise InvalidInputError(f"Invalid option value {value!r}: numbers must be finite.")
+            raise ValueError(f"{value!r} is not a finite number; give a finite number")
         return repr(value)
     if isinstance(value, str):
         # JSON string escapes (\\n, \\", \\uXXXX for control characters) are valid Python escapes too.
@@ -174,10 +203,9 @@ def _format_literal(value: Any, depth: int) -> str:
         entries = []
         for key, item in value.items():
             if not isinstance(key, str):
-                raise InvalidInputError(f"Invalid option key {key!r}: keys must be strings.")
+                raise ValueError(f"the object key {key!r} is not a string; use string keys")
             entries.append(f"{inner}{_format_literal(key, depth + 1)}: {_format_literal(item, depth + 1)},\n")
         return "{\n" + "".join(entries) + _INDENT * depth + "}"
-    raise InvalidInputError(
-        f"Invalid option value of type {type(value).__name__}: "
-        "use JSON values (object, list, string, number, bool, null)."
+    raise ValueError(
+        f"a value of type {type(value).__name__} has no JSON form; use an object, list, string, number, bool or null"
     )

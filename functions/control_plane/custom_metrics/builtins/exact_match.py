@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 OPTIONS: dict[str, Any] = {
     "control_weights": {},
@@ -36,6 +36,44 @@ OPTIONS: dict[str, Any] = {
 RESULT_TYPES = ("choices", "taxonomy", "pairwise", "datetime", "ranker")
 
 Selection = tuple[str, ...]
+
+
+class OptionError(ValueError):
+    """An invalid value in OPTIONS. Its `option` attribute names the top-level key, so callers can report it."""
+
+    def __init__(self, option: str, value: Any, expected: str, key: str | None = None) -> None:
+        where = option if key is None else f"{option}[{key!r}]"
+        super().__init__(f"Invalid option {where}={value!r}: expected {expected}.")
+        self.option = option
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    """Raise OptionError on the first invalid value in `options`."""
+    _check_weights(options, "control_weights")
+    _check_weights(options, "label_weights")
+    selection_match = options.get("selection_match")
+    if selection_match not in ("jaccard", "exact"):
+        raise OptionError("selection_match", selection_match, "'jaccard' or 'exact'")
+    partial_credit = options.get("taxonomy_partial_credit")
+    if not isinstance(partial_credit, bool):
+        raise OptionError("taxonomy_partial_credit", partial_credit, "true or false")
+
+
+def _check_weights(options: dict[str, Any], option: str) -> None:
+    weights = options.get(option)
+    if not isinstance(weights, dict):
+        raise OptionError(option, weights, "an object of name -> weight")
+    for key, weight in weights.items():
+        if not _is_number(weight) or weight < 0:
+            raise OptionError(option, weight, "a finite number >= 0", key)
+
+
+def _is_number(raw: Any) -> TypeGuard[int | float]:
+    return not isinstance(raw, bool) and isinstance(raw, int | float) and math.isfinite(raw)
+
+
+# Runs at import, so a file with invalid OPTIONS fails when it loads instead of on every pair.
+_check_options(OPTIONS)
 
 
 class _Item:
@@ -184,8 +222,6 @@ def _score_items(item_1: _Item, item_2: _Item) -> float:
     keys_2 = sorted(item_2.selections)
     if OPTIONS["selection_match"] == "exact":
         return 1.0 if keys_1 == keys_2 else 0.0
-    if OPTIONS["selection_match"] != "jaccard":
-        raise ValueError(f"Invalid option selection_match={OPTIONS['selection_match']!r}; use 'jaccard' or 'exact'.")
     label_weight = OPTIONS["label_weights"]
     weights_1 = [_weight(label_weight, item_1.selections[key], "label_weights") for key in keys_1]
     weights_2 = [_weight(label_weight, item_2.selections[key], "label_weights") for key in keys_2]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 OPTIONS: dict[str, Any] = {
     "control_weights": {},
@@ -89,6 +89,54 @@ class Region(NamedTuple):
 # ---------------------------------------------------------------- options
 
 
+class OptionError(ValueError):
+    """An invalid value in OPTIONS. Its `option` attribute names the top-level key, so callers can report it."""
+
+    def __init__(self, option: str, value: Any, expected: str, key: str | None = None) -> None:
+        where = option if key is None else f"{option}[{key!r}]"
+        super().__init__(f"Invalid option {where}={value!r}: expected {expected}.")
+        self.option = option
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    """Raise OptionError on the first invalid value in `options`."""
+    _check_weights(options, "control_weights")
+    _check_weights(options, "label_weights")
+    region_score = options.get("region_score")
+    if region_score not in ("iou", "f1"):
+        raise OptionError("region_score", region_score, "'iou' or 'f1'")
+    threshold = options.get("iou_threshold")
+    if not _is_number(threshold) or not 0 < threshold <= 1:
+        raise OptionError("iou_threshold", threshold, "a number in (0, 1]")
+    keypoint_threshold = options.get("keypoint_threshold")
+    if not _is_number(keypoint_threshold) or not 0 <= keypoint_threshold <= 1:
+        raise OptionError("keypoint_threshold", keypoint_threshold, "a fraction of the image diagonal in [0, 1]")
+    vertices = options.get("ellipse_vertices")
+    if not _is_number(vertices) or vertices != int(vertices) or vertices < 8:
+        raise OptionError("ellipse_vertices", vertices, "a whole number >= 8")
+    alpha = options.get("brush_alpha_threshold")
+    # At 0 every pixel counts, transparent ones too, so any two masks of one image would score 1.
+    if not _is_number(alpha) or alpha != int(alpha) or not 1 <= alpha <= 255:
+        raise OptionError("brush_alpha_threshold", alpha, "a whole number from 1 to 255")
+
+
+def _check_weights(options: dict[str, Any], option: str) -> None:
+    weights = options.get(option)
+    if not isinstance(weights, dict):
+        raise OptionError(option, weights, "an object of name -> weight")
+    for key, weight in weights.items():
+        if not _is_number(weight) or weight < 0:
+            raise OptionError(option, weight, "a finite number >= 0", key)
+
+
+def _is_number(raw: Any) -> TypeGuard[int | float]:
+    return not isinstance(raw, bool) and isinstance(raw, int | float) and math.isfinite(raw)
+
+
+# Runs at import, so a file with invalid OPTIONS fails when it loads instead of on every pair.
+_check_options(OPTIONS)
+
+
 def _weights(raw: Any, name: str) -> dict[str, float]:
     if not isinstance(raw, Mapping):
         raise ValueError(f"option {name} must be an object of name -> weight, got {type(raw).__name__}")
@@ -100,28 +148,16 @@ def _weights(raw: Any, name: str) -> dict[str, float]:
     return out
 
 
-def _options(raw: Mapping[str, Any]) -> Options:
-    scoring = raw.get("region_score", "iou")
-    if scoring not in ("iou", "f1"):
-        raise ValueError(f"option region_score must be 'iou' or 'f1', got {scoring!r}")
-    numbers = {}
-    for name in ("iou_threshold", "keypoint_threshold", "ellipse_vertices", "brush_alpha_threshold"):
-        value = raw.get(name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            raise ValueError(f"option {name} must be a number >= 0, got {value!r}")
-        numbers[name] = value
-    if numbers["iou_threshold"] > 1:
-        raise ValueError(f"option iou_threshold must be between 0 and 1, got {numbers['iou_threshold']!r}")
-    if int(numbers["ellipse_vertices"]) < 8:
-        raise ValueError(f"option ellipse_vertices must be at least 8, got {numbers['ellipse_vertices']!r}")
+def _options(raw: dict[str, Any]) -> Options:
+    _check_options(raw)
     return Options(
-        control_weights=_weights(raw.get("control_weights", {}), "control_weights"),
-        label_weights=_weights(raw.get("label_weights", {}), "label_weights"),
-        iou_threshold=float(numbers["iou_threshold"]),
-        f1=scoring == "f1",
-        keypoint_threshold=float(numbers["keypoint_threshold"]),
-        ellipse_vertices=int(numbers["ellipse_vertices"]),
-        brush_alpha_threshold=int(numbers["brush_alpha_threshold"]),
+        control_weights=_weights(raw["control_weights"], "control_weights"),
+        label_weights=_weights(raw["label_weights"], "label_weights"),
+        iou_threshold=float(raw["iou_threshold"]),
+        f1=raw["region_score"] == "f1",
+        keypoint_threshold=float(raw["keypoint_threshold"]),
+        ellipse_vertices=int(raw["ellipse_vertices"]),
+        brush_alpha_threshold=int(raw["brush_alpha_threshold"]),
     )
 
 

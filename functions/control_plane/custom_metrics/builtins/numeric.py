@@ -18,7 +18,7 @@ per_label=True returns {from_name: score}, and `label_weights` are keyed by from
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 OPTIONS: dict[str, Any] = {
     "control_weights": {},
@@ -29,6 +29,55 @@ OPTIONS: dict[str, Any] = {
 }
 
 RESULT_TYPES = ("rating", "number")
+
+
+class OptionError(ValueError):
+    """An invalid value in OPTIONS. Its `option` attribute names the top-level key, so callers can report it."""
+
+    def __init__(self, option: str, value: Any, expected: str, key: str | None = None) -> None:
+        where = option if key is None else f"{option}[{key!r}]"
+        super().__init__(f"Invalid option {where}={value!r}: expected {expected}.")
+        self.option = option
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    """Raise OptionError on the first invalid value in `options`."""
+    _check_weights(options, "control_weights")
+    _check_weights(options, "label_weights")
+    _check_per_control(options, "rating_max", 1, inclusive=False, optional=False)
+    _check_per_control(options, "number_tolerance", 0, inclusive=True, optional=True)
+    _check_per_control(options, "number_range", 0, inclusive=False, optional=True)
+
+
+def _check_per_control(options: dict[str, Any], option: str, minimum: float, inclusive: bool, optional: bool) -> None:
+    """Check a setting that is one number or an object of from_name -> number; null means "not set" if optional."""
+    setting = options.get(option)
+    entries = list(setting.items()) if isinstance(setting, dict) else [(None, setting)]
+    expected = f"a finite number {'>=' if inclusive else '>'} {minimum}" + (" or null" if optional else "")
+    if not isinstance(setting, dict):
+        expected += ", or an object of from_name -> number"
+    for key, number in entries:
+        if number is None and optional:
+            continue
+        if not _is_number(number) or number < minimum or (number == minimum and not inclusive):
+            raise OptionError(option, number, expected, key)
+
+
+def _check_weights(options: dict[str, Any], option: str) -> None:
+    weights = options.get(option)
+    if not isinstance(weights, dict):
+        raise OptionError(option, weights, "an object of name -> weight")
+    for key, weight in weights.items():
+        if not _is_number(weight) or weight < 0:
+            raise OptionError(option, weight, "a finite number >= 0", key)
+
+
+def _is_number(raw: Any) -> TypeGuard[int | float]:
+    return not isinstance(raw, bool) and isinstance(raw, int | float) and math.isfinite(raw)
+
+
+# Runs at import, so a file with invalid OPTIONS fails when it loads instead of on every pair.
+_check_options(OPTIONS)
 
 
 def agreement(
@@ -101,14 +150,14 @@ def _score_items(item_1: tuple[str, float], item_2: tuple[str, float], control: 
     difference = abs(number_1 - number_2)
     if type_1 == "rating":
         rating_max = _positive_option("rating_max", control)
-        if rating_max is None or rating_max <= 1:
-            raise ValueError(f"Invalid option rating_max={OPTIONS['rating_max']!r}: expected a number > 1.")
+        if rating_max is None:
+            raise ValueError(f"Invalid option rating_max: no value for {control!r}; add {control!r} to it.")
         return max(0.0, 1 - difference / (rating_max - 1))
     tolerance = _positive_option("number_tolerance", control)
     if tolerance is not None:
         return 1.0 if difference <= tolerance else 0.0
     number_range = _positive_option("number_range", control)
-    if number_range is not None and number_range > 0:
+    if number_range is not None:
         return max(0.0, 1 - difference / number_range)
     return 1.0 if difference == 0 else 0.0
 

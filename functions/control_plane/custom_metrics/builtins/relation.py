@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 OPTIONS: dict[str, Any] = {
     "control_weights": {},
@@ -31,6 +31,44 @@ OPTIONS: dict[str, Any] = {
 
 CONTROL = "relation"
 UNLABELED = "relation"
+
+
+class OptionError(ValueError):
+    """An invalid value in OPTIONS. Its `option` attribute names the top-level key, so callers can report it."""
+
+    def __init__(self, option: str, value: Any, expected: str, key: str | None = None) -> None:
+        where = option if key is None else f"{option}[{key!r}]"
+        super().__init__(f"Invalid option {where}={value!r}: expected {expected}.")
+        self.option = option
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    """Raise OptionError on the first invalid value in `options`."""
+    _check_weights(options, "control_weights")
+    _check_weights(options, "label_weights")
+    threshold = options.get("endpoint_iou_threshold")
+    if not _is_number(threshold) or not 0 < threshold <= 1:
+        raise OptionError("endpoint_iou_threshold", threshold, "a number in (0, 1]")
+    radius = options.get("keypoint_radius")
+    if not _is_number(radius) or radius < 0:
+        raise OptionError("keypoint_radius", radius, "a finite number >= 0 (percent of the image size)")
+
+
+def _check_weights(options: dict[str, Any], option: str) -> None:
+    weights = options.get(option)
+    if not isinstance(weights, dict):
+        raise OptionError(option, weights, "an object of name -> weight")
+    for key, weight in weights.items():
+        if not _is_number(weight) or weight < 0:
+            raise OptionError(option, weight, "a finite number >= 0", key)
+
+
+def _is_number(raw: Any) -> TypeGuard[int | float]:
+    return not isinstance(raw, bool) and isinstance(raw, int | float) and math.isfinite(raw)
+
+
+# Runs at import, so a file with invalid OPTIONS fails when it loads instead of on every pair.
+_check_options(OPTIONS)
 
 # (kind, coordinates): kind "interval" (start, end), "box" (x0, y0, x1, y1) or "value" (canonical JSON).
 Position = tuple[str, tuple[Any, ...]]
@@ -146,10 +184,6 @@ def _position(value: dict[str, Any], region_id: str) -> Position | None:
     return "box", (x - radius, y - radius, x + radius, y + radius)
 
 
-def _is_number(raw: Any) -> bool:
-    return not isinstance(raw, bool) and isinstance(raw, int | float) and math.isfinite(raw)
-
-
 def _relations_match(relation_1: _Relation, relation_2: _Relation) -> bool:
     if relation_1.bidirectional != relation_2.bidirectional:
         return False
@@ -171,10 +205,7 @@ def _endpoints_match(endpoint_1: Endpoint, endpoint_2: Endpoint) -> bool:
         return False
     if kind_1 == "value":
         return bool(coordinates_1 == coordinates_2)
-    threshold = OPTIONS["endpoint_iou_threshold"]
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
-        raise ValueError(f"Invalid option endpoint_iou_threshold={threshold!r}; expected a number in [0, 1].")
-    return position_iou(kind_1, coordinates_1, coordinates_2) >= threshold
+    return position_iou(kind_1, coordinates_1, coordinates_2) >= float(OPTIONS["endpoint_iou_threshold"])
 
 
 def position_iou(kind: str, coordinates_1: tuple[Any, ...], coordinates_2: tuple[Any, ...]) -> float:

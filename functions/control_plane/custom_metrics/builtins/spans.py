@@ -22,7 +22,7 @@ per_label=True returns {label: score}; one label used by several controls gets t
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 OPTIONS: dict[str, Any] = {
     "control_weights": {},
@@ -36,6 +36,44 @@ RESULT_TYPES = ("labels", "hypertextlabels", "paragraphlabels", "timeserieslabel
 # An anchor names the coordinate system of the intervals: two spans overlap only under equal anchors.
 Extent = tuple[tuple[Any, ...], tuple[tuple[float, float], ...]]
 _IMAGE_KEYS = ("x", "points", "rle", "format")
+
+
+class OptionError(ValueError):
+    """An invalid value in OPTIONS. Its `option` attribute names the top-level key, so callers can report it."""
+
+    def __init__(self, option: str, value: Any, expected: str, key: str | None = None) -> None:
+        where = option if key is None else f"{option}[{key!r}]"
+        super().__init__(f"Invalid option {where}={value!r}: expected {expected}.")
+        self.option = option
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    """Raise OptionError on the first invalid value in `options`."""
+    _check_weights(options, "control_weights")
+    _check_weights(options, "label_weights")
+    span_score = options.get("span_score")
+    if span_score not in ("overlap", "f1"):
+        raise OptionError("span_score", span_score, "'overlap' or 'f1'")
+    threshold = options.get("iou_threshold")
+    if not _is_number(threshold) or not 0 < threshold <= 1:
+        raise OptionError("iou_threshold", threshold, "a number in (0, 1]")
+
+
+def _check_weights(options: dict[str, Any], option: str) -> None:
+    weights = options.get(option)
+    if not isinstance(weights, dict):
+        raise OptionError(option, weights, "an object of name -> weight")
+    for key, weight in weights.items():
+        if not _is_number(weight) or weight < 0:
+            raise OptionError(option, weight, "a finite number >= 0", key)
+
+
+def _is_number(raw: Any) -> TypeGuard[int | float]:
+    return not isinstance(raw, bool) and isinstance(raw, int | float) and math.isfinite(raw)
+
+
+# Runs at import, so a file with invalid OPTIONS fails when it loads instead of on every pair.
+_check_options(OPTIONS)
 
 
 class _Span:
@@ -178,15 +216,10 @@ def _number(raw: Any) -> float | None:
 
 def _match_spans(side_1: list[_Span], side_2: list[_Span]) -> float:
     """Return the matched mass: the sum of paired IoU (overlap) or the number of pairs at the threshold (f1)."""
-    mode = OPTIONS["span_score"]
-    threshold = OPTIONS["iou_threshold"]
-    if mode not in ("overlap", "f1"):
-        raise ValueError(f"Invalid option span_score={mode!r}; use 'overlap' or 'f1'.")
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
-        raise ValueError(f"Invalid option iou_threshold={threshold!r}; expected a number in [0, 1].")
     weights = [[span_iou(span_1, span_2) for span_2 in side_2] for span_1 in side_1]
-    if mode == "f1":
-        weights = [[1.0 if iou >= threshold and iou > 0 else 0.0 for iou in row] for row in weights]
+    if OPTIONS["span_score"] == "f1":
+        threshold = OPTIONS["iou_threshold"]
+        weights = [[1.0 if iou >= threshold else 0.0 for iou in row] for row in weights]
     return math.fsum(weights[i][j] for i, j in _max_weight_matching(weights))
 
 

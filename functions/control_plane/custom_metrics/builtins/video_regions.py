@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 OPTIONS: dict[str, Any] = {
     "control_weights": {},
@@ -56,6 +56,47 @@ class Track(NamedTuple):
 # ---------------------------------------------------------------- options and input
 
 
+class OptionError(ValueError):
+    """An invalid value in OPTIONS. Its `option` attribute names the top-level key, so callers can report it."""
+
+    def __init__(self, option: str, value: Any, expected: str, key: str | None = None) -> None:
+        where = option if key is None else f"{option}[{key!r}]"
+        super().__init__(f"Invalid option {where}={value!r}: expected {expected}.")
+        self.option = option
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    """Raise OptionError on the first invalid value in `options`."""
+    _check_weights(options, "control_weights")
+    _check_weights(options, "label_weights")
+    region_score = options.get("region_score")
+    if region_score not in ("iou", "f1"):
+        raise OptionError("region_score", region_score, "'iou' or 'f1'")
+    threshold = options.get("iou_threshold")
+    if not _is_number(threshold) or not 0 < threshold <= 1:
+        raise OptionError("iou_threshold", threshold, "a number in (0, 1]")
+    hold = options.get("hold_last_keyframe")
+    if not isinstance(hold, bool):
+        raise OptionError("hold_last_keyframe", hold, "true or false")
+
+
+def _check_weights(options: dict[str, Any], option: str) -> None:
+    weights = options.get(option)
+    if not isinstance(weights, dict):
+        raise OptionError(option, weights, "an object of name -> weight")
+    for key, weight in weights.items():
+        if not _is_number(weight) or weight < 0:
+            raise OptionError(option, weight, "a finite number >= 0", key)
+
+
+def _is_number(raw: Any) -> TypeGuard[int | float]:
+    return not isinstance(raw, bool) and isinstance(raw, int | float) and math.isfinite(raw)
+
+
+# Runs at import, so a file with invalid OPTIONS fails when it loads instead of on every pair.
+_check_options(OPTIONS)
+
+
 def _weights(raw: Any, name: str) -> dict[str, float]:
     if not isinstance(raw, Mapping):
         raise ValueError(f"option {name} must be an object of name -> weight, got {type(raw).__name__}")
@@ -67,22 +108,14 @@ def _weights(raw: Any, name: str) -> dict[str, float]:
     return out
 
 
-def _options(raw: Mapping[str, Any]) -> Options:
-    scoring = raw.get("region_score", "iou")
-    if scoring not in ("iou", "f1"):
-        raise ValueError(f"option region_score must be 'iou' or 'f1', got {scoring!r}")
-    threshold = raw.get("iou_threshold")
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
-        raise ValueError(f"option iou_threshold must be a number between 0 and 1, got {threshold!r}")
-    hold = raw.get("hold_last_keyframe")
-    if not isinstance(hold, bool):
-        raise ValueError(f"option hold_last_keyframe must be true or false, got {hold!r}")
+def _options(raw: dict[str, Any]) -> Options:
+    _check_options(raw)
     return Options(
-        control_weights=_weights(raw.get("control_weights", {}), "control_weights"),
-        label_weights=_weights(raw.get("label_weights", {}), "label_weights"),
-        f1=scoring == "f1",
-        iou_threshold=float(threshold),
-        hold_last_keyframe=hold,
+        control_weights=_weights(raw["control_weights"], "control_weights"),
+        label_weights=_weights(raw["label_weights"], "label_weights"),
+        f1=raw["region_score"] == "f1",
+        iou_threshold=float(raw["iou_threshold"]),
+        hold_last_keyframe=raw["hold_last_keyframe"],
     )
 
 
