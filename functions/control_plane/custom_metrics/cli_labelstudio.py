@@ -2,7 +2,8 @@
 
 `fetch_export(settings, project)` is also the source of `agreement --from-label-studio`.
 The API token comes from an environment variable or a hidden prompt, and it is stored only in the
-connection's 0600 token file. No command prints the token or the webhook secret.
+connection's 0600 token file, or in an SSM SecureString parameter when the shell exports the stack's
+store variables (see `labelstudio.stores`). No command prints the token or the webhook secret.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from custom_metrics.labelstudio.store import (
     DEFAULT_SCORE_KEY,
     TOKEN_VARIABLE,
     Connection,
-    ConnectionStore,
     validate_pair_mode,
+    validate_project,
     validate_score_key,
 )
+from custom_metrics.labelstudio.stores import open_store
 from custom_metrics.labelstudio.sync import ProjectSync
 from custom_metrics.tasks import PAIR_MODES
 
@@ -32,11 +34,12 @@ if TYPE_CHECKING:
     from custom_metrics.cli import Settings
 
 DEFAULT_RECEIVER_URL = "http://127.0.0.1:8000/webhooks/label-studio"
+RECEIVER_PATH = "/webhooks/label-studio"
 
 
 def fetch_export(settings: Settings, project: str) -> list[dict[str, Any]]:
     """Download the connected Label Studio project's tasks, annotations and predictions as JSON."""
-    store = ConnectionStore(settings.state_dir)
+    store = open_store(settings.state_dir)
     connection = store.load(project)
     return store.client(connection).export_tasks(connection.ls_project)
 
@@ -48,6 +51,11 @@ def project_webhook_url(receiver: str, project: str) -> str:
         raise click.BadParameter(f"{receiver!r} is not an http(s) URL", param_hint="--webhook-url")
     query = [*urllib.parse.parse_qsl(parts.query), ("project", project)]
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+def default_receiver_url(endpoint: str | None) -> str:
+    """Return the stack's receiver URL for an --endpoint, else the local server's."""
+    return endpoint.rstrip("/") + RECEIVER_PATH if endpoint else DEFAULT_RECEIVER_URL
 
 
 def _read_token(variable: str) -> str:
@@ -72,9 +80,10 @@ def _read_token(variable: str) -> str:
 @click.option("--prefix", help="Function name prefix of the project's metric.")
 @click.option(
     "--webhook-url",
-    default=DEFAULT_RECEIVER_URL,
-    show_default=True,
-    help="URL at which Label Studio reaches this service's webhook receiver.",
+    help=(
+        "URL at which Label Studio reaches this service's webhook receiver "
+        f"[default: <--endpoint>{RECEIVER_PATH} with --endpoint, else {DEFAULT_RECEIVER_URL}]."
+    ),
 )
 @click.option("--no-webhook", is_flag=True, help="Do not register a webhook; rely on `reconcile` alone.")
 @click.option("--view-title", default=DEFAULT_VIEW_TITLE, show_default=True, help="Title of the saved view.")
@@ -88,7 +97,7 @@ def connect(
     score_key: str,
     pair_mode: str,
     prefix: str | None,
-    webhook_url: str,
+    webhook_url: str | None,
     no_webhook: bool,
     view_title: str,
     token_env: str,
@@ -96,14 +105,14 @@ def connect(
     """Connect PROJECT's metric to a Label Studio project: webhook, saved view and stored token."""
     validate_score_key(score_key)
     validate_pair_mode(pair_mode)
-    store = ConnectionStore(settings.state_dir)
-    store.folder(project)
+    validate_project(project)
+    store = open_store(settings.state_dir)
     token = _read_token(token_env)
     client = LabelStudioClient(url, token)
     title = client.get_project(ls_project).get("title", "")
 
     store.save_token(project, token)
-    target = project_webhook_url(webhook_url, project)
+    target = project_webhook_url(webhook_url or default_receiver_url(settings.endpoint), project)
     webhook_id = None
     if not no_webhook:
         secret = store.webhook_secret(project, create=True)
@@ -134,7 +143,7 @@ def connect(
 @click.pass_obj
 def reconcile(settings: Settings, project: str, output_format: str) -> None:
     """Rescore every task of the connected project whose score is missing or stale, and write it back."""
-    store = ConnectionStore(settings.state_dir)
+    store = open_store(settings.state_dir)
     connection = store.load(project)
     report = ProjectSync(store, connection, settings.service()).reconcile()
     body = report.to_dict()

@@ -24,7 +24,8 @@ from custom_metrics.errors import InvalidInputError
 from custom_metrics.labelstudio.dispatch import Dispatcher, default_dispatcher
 from custom_metrics.labelstudio.events import EventPlan, plan_event
 from custom_metrics.labelstudio.provision import SECRET_HEADER
-from custom_metrics.labelstudio.store import ConnectionStore
+from custom_metrics.labelstudio.store import ConnectionStorage, ConnectionStore
+from custom_metrics.labelstudio.stores import open_store
 from custom_metrics.labelstudio.sync import ProjectSync
 from custom_metrics.service import MetricService
 
@@ -47,7 +48,7 @@ def build_router(
     @router.post("/webhooks/label-studio")
     def receive() -> Response[Any]:
         project = router.current_event.get_query_string_value("project") or ""
-        store = ConnectionStore(state_dir or _state_dir(service))
+        store = ConnectionStore(state_dir) if state_dir is not None else _default_store(service)
         # Powertools 3 looks headers up without regard to case.
         presented = router.current_event.headers.get(SECRET_HEADER) or ""
         if not _authorized(store, project, presented):
@@ -75,7 +76,7 @@ def build_router(
     return router
 
 
-def _authorized(store: ConnectionStore, project: str, presented: str) -> bool:
+def _authorized(store: ConnectionStorage, project: str, presented: str) -> bool:
     try:
         expected = store.webhook_secret(project) if store.exists(project) else None
     except InvalidInputError:
@@ -85,18 +86,16 @@ def _authorized(store: ConnectionStore, project: str, presented: str) -> bool:
     return hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8"))
 
 
-def _run_plan(store: ConnectionStore, project: str, plan: EventPlan, service: Callable[[], MetricService]) -> None:
+def _run_plan(store: ConnectionStorage, project: str, plan: EventPlan, service: Callable[[], MetricService]) -> None:
     connection = store.load(project)
     report = ProjectSync(store, connection, service()).handle(plan)
     logger.info("webhook handled", extra={"project": project, "action": plan.action, **report.to_dict()})
 
 
-def _state_dir(service: Callable[[], MetricService]) -> Path:
-    # The local backend keeps connections beside its functions.
-    # NOTE: the Lambda backend has no state directory, so on AWS the connections are read from
-    # $CUSTOM_METRICS_STATE_DIR (or the default folder), which the stack does not provide yet.
+def _default_store(service: Callable[[], MetricService]) -> ConnectionStorage:
+    # The stack's variables select S3 and SSM; otherwise the local backend keeps connections beside its functions.
     backend_dir = getattr(service().backend, "state_dir", None)
-    return Path(backend_dir) if backend_dir is not None else default_state_dir()
+    return open_store(Path(backend_dir) if backend_dir is not None else default_state_dir())
 
 
 def _json(status: int, body: dict[str, Any]) -> Response[Any]:

@@ -1,5 +1,9 @@
 """Connections of metric projects to Label Studio projects, kept in the state directory.
 
+`ConnectionStorage` is the interface that sync, the webhook receiver and the CLI use.
+`ConnectionStore` implements it on the state directory, and `aws_store.AwsConnectionStore` on S3
+and SSM Parameter Store.
+
 Layout, one folder per metric project:
 
     label-studio/<project>/connection.json   URL, Label Studio project id, score key, pair mode
@@ -21,10 +25,10 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from custom_metrics import naming
 from custom_metrics.errors import InvalidInputError, ServiceError
@@ -92,6 +96,77 @@ def validate_pair_mode(mode: str) -> str:
     return mode
 
 
+def validate_project(project: str) -> str:
+    """Raise InvalidInputError unless `project` is a valid metric project name, safe as a path or key part."""
+    naming.function_name(project)
+    return project
+
+
+def not_connected_error(project: str) -> ConnectionNotFoundError:
+    return ConnectionNotFoundError(
+        f"project {project!r} is not connected to Label Studio; "
+        f"run `custom-metrics connect {project} --label-studio URL --ls-project N` first"
+    )
+
+
+def token_or_environment(project: str, stored: str | None) -> str:
+    """Return the stored token, else $LABEL_STUDIO_API_KEY; raise when neither is set."""
+    if stored and stored.strip():
+        return stored.strip()
+    from_environment = os.environ.get(TOKEN_VARIABLE, "").strip()
+    if from_environment:
+        return from_environment
+    raise ConnectionNotFoundError(
+        f"no Label Studio API token for project {project!r}; set {TOKEN_VARIABLE} or run `custom-metrics connect`"
+    )
+
+
+def require_token_value(token: str) -> str:
+    if not token.strip():
+        raise InvalidInputError("the Label Studio API token is empty; copy it from Account & Settings")
+    return token.strip()
+
+
+class AnnotationIndex(Protocol):
+    """Annotation id -> task id of one connected project."""
+
+    def tasks_of(self, annotation_ids: Iterable[int]) -> tuple[set[int], list[int]]: ...
+
+    def set_task(self, task: int, annotation_ids: Iterable[int]) -> None: ...
+
+    def remove_tasks(self, tasks: Iterable[int]) -> None: ...
+
+    def replace(self, mapping: dict[int, int]) -> None: ...
+
+
+class ConnectionStorage(Protocol):
+    """Storage of connections, their secrets, annotation maps and sync state."""
+
+    def save(self, connection: Connection) -> None: ...
+
+    def load(self, project: str) -> Connection: ...
+
+    def exists(self, project: str) -> bool: ...
+
+    def projects(self) -> list[str]:
+        """List the connected metric projects, sorted by name."""
+        ...
+
+    def save_token(self, project: str, token: str) -> None: ...
+
+    def token(self, project: str) -> str: ...
+
+    def webhook_secret(self, project: str, *, create: bool = False) -> str | None: ...
+
+    def client(self, connection: Connection) -> LabelStudioClient: ...
+
+    def annotation_map(self, project: str) -> AnnotationIndex: ...
+
+    def save_sync_state(self, project: str, state: dict[str, Any]) -> None: ...
+
+    def sync_state(self, project: str) -> dict[str, Any]: ...
+
+
 class ConnectionStore:
     """Reads and writes the connections under `<state_dir>/label-studio`."""
 
@@ -99,8 +174,7 @@ class ConnectionStore:
         self.root = Path(state_dir) / "label-studio"
 
     def folder(self, project: str) -> Path:
-        naming.function_name(project)  # Rejects names that are not safe as a folder name.
-        return self.root / project
+        return self.root / validate_project(project)  # Rejects names that are not safe as a folder name.
 
     # Connection ---------------------------------------------------------------------------
 
@@ -115,35 +189,29 @@ class ConnectionStore:
         try:
             body = json.loads(path.read_bytes())
         except FileNotFoundError:
-            raise ConnectionNotFoundError(
-                f"project {project!r} is not connected to Label Studio; "
-                f"run `custom-metrics connect {project} --label-studio URL --ls-project N` first"
-            ) from None
+            raise not_connected_error(project) from None
         return Connection.from_json(body)
 
     def exists(self, project: str) -> bool:
         return (self.folder(project) / _CONNECTION_FILE).is_file()
 
+    def projects(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(path.parent.name for path in self.root.glob(f"*/{_CONNECTION_FILE}"))
+
     # Secrets ------------------------------------------------------------------------------
 
     def save_token(self, project: str, token: str) -> None:
-        if not token.strip():
-            raise InvalidInputError("the Label Studio API token is empty; copy it from Account & Settings")
-        _write_atomically(self.folder(project) / _TOKEN_FILE, token.strip().encode(), private=True)
+        _write_atomically(self.folder(project) / _TOKEN_FILE, require_token_value(token).encode(), private=True)
 
     def token(self, project: str) -> str:
         """Return the stored token, else $LABEL_STUDIO_API_KEY; raise when neither is set."""
         path = self.folder(project) / _TOKEN_FILE
+        stored = None
         with contextlib.suppress(FileNotFoundError):
-            stored = path.read_text("utf-8").strip()
-            if stored:
-                return stored
-        from_environment = os.environ.get(TOKEN_VARIABLE, "").strip()
-        if from_environment:
-            return from_environment
-        raise ConnectionNotFoundError(
-            f"no Label Studio API token for project {project!r}; set {TOKEN_VARIABLE} or run `custom-metrics connect`"
-        )
+            stored = path.read_text("utf-8")
+        return token_or_environment(project, stored)
 
     def webhook_secret(self, project: str, *, create: bool = False) -> str | None:
         """Return the project's webhook secret; with `create`, make one when there is none."""
@@ -177,15 +245,15 @@ class ConnectionStore:
         return state if isinstance(state, dict) else {}
 
 
-class AnnotationMap:
+MappingChange = Callable[[dict[str, int]], None]
+
+
+class AnnotationMapBase:
     """Annotation id -> task id, because deletion webhooks carry annotation ids only.
 
-    Each change is a locked read-modify-write of one JSON file, so the server and a `reconcile`
-    run in another process do not lose each other's entries.
+    Subclasses read the whole map (`_read`) and apply a change to it as one atomic
+    read-modify-write (`_update`). Keys are annotation ids as strings, as JSON stores them.
     """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
 
     def tasks_of(self, annotation_ids: Iterable[int]) -> tuple[set[int], list[int]]:
         """Return the task ids of the known annotations and the annotation ids that are unknown."""
@@ -202,28 +270,64 @@ class AnnotationMap:
 
     def set_task(self, task: int, annotation_ids: Iterable[int]) -> None:
         """Record that `task` has exactly these annotations now."""
-        with self._locked() as mapping:
+        entries = {str(annotation): task for annotation in annotation_ids}
+
+        def change(mapping: dict[str, int]) -> None:
             for key in [key for key, value in mapping.items() if value == task]:
                 del mapping[key]
-            mapping.update({str(annotation): task for annotation in annotation_ids})
+            mapping.update(entries)
+
+        self._update(change)
 
     def remove_tasks(self, tasks: Iterable[int]) -> None:
         removed = set(tasks)
-        with self._locked() as mapping:
+
+        def change(mapping: dict[str, int]) -> None:
             for key in [key for key, value in mapping.items() if value in removed]:
                 del mapping[key]
 
+        self._update(change)
+
     def replace(self, mapping: dict[int, int]) -> None:
-        with self._locked() as current:
+        entries = {str(annotation): task for annotation, task in mapping.items()}
+
+        def change(current: dict[str, int]) -> None:
             current.clear()
-            current.update({str(annotation): task for annotation, task in mapping.items()})
+            current.update(entries)
+
+        self._update(change)
+
+    def _read(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def _update(self, change: MappingChange) -> None:
+        raise NotImplementedError
+
+
+def parse_annotation_map(raw: bytes) -> dict[str, int]:
+    body = json.loads(raw)
+    return {str(key): int(value) for key, value in body.items()} if isinstance(body, dict) else {}
+
+
+class AnnotationMap(AnnotationMapBase):
+    """The annotation map in one JSON file.
+
+    Each change is a locked read-modify-write of the file, so the server and a `reconcile`
+    run in another process do not lose each other's entries.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
     def _read(self) -> dict[str, int]:
         try:
-            body = json.loads(self.path.read_bytes())
+            return parse_annotation_map(self.path.read_bytes())
         except FileNotFoundError:
             return {}
-        return {str(key): int(value) for key, value in body.items()} if isinstance(body, dict) else {}
+
+    def _update(self, change: MappingChange) -> None:
+        with self._locked() as mapping:
+            change(mapping)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, int]]:

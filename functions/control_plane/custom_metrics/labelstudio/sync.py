@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from custom_metrics.errors import InvalidInputError, ServiceError
 from custom_metrics.labelstudio.client import LabelStudioClient, LabelStudioNotFoundError, TaskSnapshot
 from custom_metrics.labelstudio.events import EventPlan
-from custom_metrics.labelstudio.store import Connection, ConnectionStore
+from custom_metrics.labelstudio.store import Connection, ConnectionStorage
 from custom_metrics.labelstudio.writeback import TaskScore, WriteOutcome, write_score
 from custom_metrics.tasks import build_pairs, parse_export
 
@@ -88,7 +88,7 @@ class ProjectSync:
 
     def __init__(
         self,
-        store: ConnectionStore,
+        store: ConnectionStorage,
         connection: Connection,
         service: Scorer,
         *,
