@@ -11,7 +11,7 @@ from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
 from custom_metrics.backends.aws_lambda import RUNTIME_HANDLER, LambdaBackend
-from custom_metrics.backends.base import FunctionSpec
+from custom_metrics.backends.base import LIVE_ALIAS, FunctionSpec
 from custom_metrics.naming import managed_tags
 from custom_metrics.packaging import build_package, code_sha256
 from custom_metrics.settings import Settings
@@ -119,8 +119,38 @@ def get_function_response(tags: dict[str, str] | None = None, **config: Any) -> 
     }
 
 
+def version_response(version: str = "1", **config: Any) -> dict[str, Any]:
+    """GetFunction on a version or on the `live` alias: that version's configuration and package, no tags."""
+    return {
+        "Configuration": configuration(Version=version, **config),
+        "Code": {"RepositoryType": "S3", "Location": f"https://example.invalid/package-v{version}.zip"},
+    }
+
+
 def client_error(stubber: Stubber, method: str, code: str, status: int = 400, message: str = "") -> None:
     stubber.add_client_error(method, service_error_code=code, service_message=message or code, http_status_code=status)
+
+
+def expect_get(
+    stubber: Stubber,
+    latest: dict[str, Any],
+    live: dict[str, Any] | None,
+    name: str = "custom-metric-qa-sentiment",
+) -> None:
+    """Queue the two reads that deploy, get and list start with: GetFunction on $LATEST, then on `live`.
+
+    A `live` of None queues ResourceNotFoundException, which Lambda returns while the alias does not exist.
+    """
+    stubber.add_response("get_function", latest, {"FunctionName": name})
+    if live is None:
+        stubber.add_client_error(
+            "get_function",
+            service_error_code="ResourceNotFoundException",
+            http_status_code=404,
+            expected_params={"FunctionName": name, "Qualifier": LIVE_ALIAS},
+        )
+    else:
+        stubber.add_response("get_function", live, {"FunctionName": name, "Qualifier": LIVE_ALIAS})
 
 
 def payload_stream(body: bytes) -> StreamingBody:

@@ -8,7 +8,7 @@ import pytest
 
 from custom_metrics.aggregate import aggregate, pair_record
 from custom_metrics.errors import InvalidInputError
-from custom_metrics.tasks import build_pairs, parse_export
+from custom_metrics.tasks import build_pairs, export_warnings, parse_export
 
 
 def annotation(item_id: int, user: Any, result: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
@@ -226,3 +226,38 @@ def test_control_means_skip_errors() -> None:
     ]
     result = aggregate([1], records)
     assert result["controls"] == {"ner": pytest.approx(0.5), "topic": pytest.approx(0.0)}
+
+
+def test_duplicate_task_ids_scored_separately() -> None:
+    tasks = [
+        {"id": 1, "annotations": [annotation(10, 1)]},
+        {"id": 1, "annotations": [annotation(20, 1), annotation(21, 2)]},
+    ]
+    result = run(tasks, {(20, 21): 1.0})
+    assert [task["pairs"] for task in result["tasks"]] == [0, 1]
+    assert result["tasks"][0]["agreement"] is None
+    assert any(
+        "task ids repeat (1)" in warning for warning in export_warnings(parse_export(tasks).tasks, "annotations")
+    )
+
+
+def test_export_without_annotations_warns() -> None:
+    export = parse_export([{"foo": 1}])
+    assert any("is this a Label Studio JSON export" in warning for warning in export_warnings(export.tasks, "all"))
+
+
+def test_tasks_without_id_warn() -> None:
+    export = parse_export([{"annotations": []}, {"annotations": []}])
+    assert any("2 task(s) have no `id`" in warning for warning in export_warnings(export.tasks, "all"))
+
+
+def test_ground_truth_mode_without_reference_warns() -> None:
+    export = parse_export([{"id": 1, "annotations": [annotation(10, 1), annotation(11, 2)]}])
+    warnings = export_warnings(export.tasks, "ground_truth")
+    assert any("no task has a `ground_truth: true`" in warning for warning in warnings)
+
+
+def test_ground_truth_mode_with_two_references_warns() -> None:
+    tasks = [{"id": 1, "annotations": [annotation(10, 1, ground_truth=True), annotation(11, 2, ground_truth=True)]}]
+    warnings = export_warnings(parse_export(tasks).tasks, "ground_truth")
+    assert any("several ground-truth annotations" in warning for warning in warnings)

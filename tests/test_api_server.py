@@ -230,3 +230,53 @@ def test_agreement_per_control_scores_each_control(client: Client, corpus_dir: P
     # Every task has three pairs, so the mean over pairs equals the mean of task means.
     assert body["controls"]["label"] == pytest.approx(body["agreement"])
     assert set(body["pairs"][0]["per_control"]) == {"Category", "label"}
+
+
+def test_put_metric_prefix_clash_with_other_project_is_409(client: Client) -> None:
+    client.request("PUT", "/projects/a-b/metric", {"code": CONSTANT})
+    status, body = client.request("PUT", "/projects/b/metric", {"code": HALF, "prefix": "a"})
+    assert status == 409
+    assert "project 'a-b'" in body["message"]
+    _, kept = client.request("GET", "/projects/a-b/metric")
+    assert kept["function"]["source"] == CONSTANT
+
+
+def test_body_not_utf8_is_400(client: Client) -> None:
+    status, body = client.request("PUT", "/projects/p1/metric", raw=b'{"code": "\xff\xfe"}')
+    assert status == 400
+    assert "not UTF-8" in body["message"]
+
+
+def test_body_nested_too_deeply_is_400(client: Client) -> None:
+    status, body = client.request("POST", "/projects/p1/agreement", raw=b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400
+    assert "too deeply" in body["message"]
+
+
+def test_tasks_nested_too_deeply_is_400(client: Client) -> None:
+    client.request("PUT", "/projects/p1/metric", {"code": CONSTANT})
+    raw = b'{"tasks": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    status, body = client.request("POST", "/projects/p1/agreement", raw=raw)
+    assert status == 400
+    assert "too deeply" in body["message"]
+
+
+def test_logs_non_finite_start_is_400(client: Client) -> None:
+    client.request("PUT", "/projects/p1/metric", {"code": CONSTANT})
+    status, body = client.request("GET", "/projects/p1/metric/logs?start=nan")
+    assert status == 400
+    assert "finite" in body["message"]
+
+
+def test_negative_content_length_is_400(server: ControlPlaneServer) -> None:
+    import http.client
+
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(str(host), port, timeout=30)
+    connection.putrequest("POST", "/projects/p1/agreement")
+    connection.putheader("Content-Length", "-5")
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 400
+    assert "byte count" in json.loads(response.read())["message"]
+    connection.close()

@@ -197,16 +197,27 @@ def test_handler_put_creates_configured_function(app: ModuleType, aws: dict[str,
 
 
 def test_handler_second_put_same_code_makes_no_update(app: ModuleType, lambda_calls: tuple[Any, list[str]]) -> None:
-    _, calls = lambda_calls
+    client, calls = lambda_calls
+    qualifiers: list[str | None] = []
+
+    def record_qualifier(model: Any, params: dict[str, Any], **_: Any) -> None:
+        if model.name == "GetFunction":
+            qualifiers.append(params.get("Qualifier"))
+
+    client.meta.events.register("before-parameter-build.lambda", record_qualifier)
     app.lambda_handler(load_event("put_metric"), LambdaContext())
     first_calls = list(calls)
+    del qualifiers[:]
 
     response = app.lambda_handler(load_event("put_metric"), LambdaContext())
 
     assert response["statusCode"] == 200, response["body"]
     assert body_of(response)["result"] == "unchanged"
     assert "CreateFunction" in first_calls
-    assert calls[len(first_calls) :] == ["GetFunction"]
+    assert "CreateAlias" in first_calls
+    # Only the two reads: $LATEST for status and tags, `live` for the serving version's code and configuration.
+    assert calls[len(first_calls) :] == ["GetFunction", "GetFunction"]
+    assert qualifiers == [None, "live"]
 
 
 def test_handler_get_reports_active_with_source(app: ModuleType) -> None:

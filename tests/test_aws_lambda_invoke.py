@@ -7,6 +7,7 @@ import json
 import pytest
 from aws_fakes import FakeClock, client_error, payload_stream, stubbed_backend
 from botocore.exceptions import ClientError
+from botocore.stub import ANY
 
 from custom_metrics import orchestrator
 from custom_metrics.backends.aws_client import LambdaParameterError, translate_client_error
@@ -40,6 +41,7 @@ def test_invoke_returns_runtime_response() -> None:
         _invoke_response(RESULT),
         {
             "FunctionName": NAME,
+            "Qualifier": "live",
             "InvocationType": "RequestResponse",
             "Payload": json.dumps(PAYLOAD, separators=(",", ":")).encode(),
         },
@@ -50,6 +52,22 @@ def test_invoke_returns_runtime_response() -> None:
 
     assert result == RESULT
     assert recorded == [("Invocations", 1)]
+    stubber.assert_no_pending_responses()
+
+
+def test_invoke_version_sends_qualifier() -> None:
+    backend, stubber = stubbed_backend(FakeClock())
+    stubber.add_response(
+        "invoke",
+        _invoke_response(RESULT),
+        {"FunctionName": NAME, "Qualifier": "2", "InvocationType": "RequestResponse", "Payload": ANY},
+    )
+
+    with stubber:
+        result = backend.invoke(NAME, PAYLOAD, "2")
+
+    assert result == RESULT
+    stubber.assert_no_pending_responses()
 
 
 def test_invoke_counts_pair_errors() -> None:

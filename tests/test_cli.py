@@ -211,3 +211,19 @@ def test_agreement_hides_progress_when_piped(state_dir: Path, metric: Path, ner_
     run_cli(state_dir, "deploy", "p1", metric)
     result = run_cli(state_dir, "agreement", "p1", ner_export)
     assert "scoring pairs" not in result.stderr
+
+
+def test_state_dir_that_is_a_file_is_one_line_error(metric: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "state-file"
+    blocker.write_text("not a folder")
+    assert_one_line_error(run_cli(blocker, "deploy", "p1", metric), "check --state-dir")
+
+
+def test_table_escapes_newline_in_annotator(state_dir: Path, metric: Path, tmp_path: Path) -> None:
+    people = [{"email": "evil\nname@example.com"}, {"email": "b@example.com"}]
+    tasks = [{"id": 1, "annotations": [{"id": n, "completed_by": who, "result": []} for n, who in enumerate(people)]}]
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(tasks))
+    result = run_cli(state_dir, "run", metric, path)
+    assert "evil\\nname@example.com" in result.stdout
+    assert not any(line.startswith("name@example.com") for line in result.stdout.splitlines())

@@ -67,3 +67,15 @@ def test_validate_tags_rejects_managed_key() -> None:
 def test_tags_from_pairs_rejects_repeated_key() -> None:
     with pytest.raises(InvalidInputError, match="given twice"):
         naming.tags_from_pairs([("team", "a"), ("team", "b")])
+
+
+@pytest.mark.parametrize(("project", "prefix"), [("nl\n", None), ("ok", "pf\n")])
+def test_function_name_rejects_trailing_newline(project: str, prefix: str | None) -> None:
+    with pytest.raises(InvalidInputError, match="contains characters"):
+        naming.function_name(project, prefix)
+
+
+@pytest.mark.parametrize("tags", [{"k\n": "v"}, {"k": "v\n"}])
+def test_validate_tags_rejects_trailing_newline(tags: dict[str, str]) -> None:
+    with pytest.raises(InvalidInputError, match="Lambda rejects"):
+        naming.validate_tags(tags)

@@ -84,7 +84,7 @@ def test_orchestrator_local_exit_fails_one_pair(pool: WorkerPool, tmp_path: Path
     backend = PoolBackend(pool, write_metric(tmp_path, source), timeout=10)
     results = run(backend, make_pairs(20))
     assert results["p7"]["error"]["type"] == "WorkerCrashed"
-    assert "exited with code 1 on pair 'p7'" in results["p7"]["error"]["message"]
+    assert "exited with code 1 while scoring this pair" in results["p7"]["error"]["message"]
     assert sum(1 for result in results.values() if result["score"] == 1.0) == 19
 
 

@@ -139,7 +139,7 @@ def test_handler_per_label_false_calls_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("breakdown", "fragment"),
     [
-        ("{1: 0.5}", "key 1 (int)"),
+        ("{True: 0.5}", "key True (bool)"),
         ("{'PER': 2.0}", "2.0 (float) for label 'PER'"),
         ("{'PER': float('nan')}", "nan (float) for label 'PER'"),
         ("{'PER': None}", "None (NoneType) for label 'PER'"),
@@ -150,10 +150,11 @@ def test_handler_per_label_false_calls_once(tmp_path: Path) -> None:
 )
 def test_handler_rejects_invalid_per_label(tmp_path: Path, breakdown: str, fragment: str) -> None:
     result = run_one(tmp_path, PER_LABEL.format(breakdown=breakdown), per_label=True)
-    assert result["score"] is None
+    assert result["score"] is not None
+    assert result["error"] is None
     assert result["per_label"] is None
-    assert result["error"]["type"] == "InvalidReturnValue"
-    assert fragment in result["error"]["message"]
+    assert result["per_label_error"]["type"] == "InvalidReturnValue"
+    assert fragment in result["per_label_error"]["message"]
 
 
 def test_handler_exception_names_line(tmp_path: Path) -> None:

@@ -96,3 +96,13 @@ def test_require_valid_raises_with_every_error() -> None:
     with pytest.raises(MetricSourceError) as caught:
         require_valid("def agreement(a):\n    return 1\n")
     assert len(caught.value.details["check"]["errors"]) == 2
+
+
+def test_check_null_byte_message_has_no_none() -> None:
+    report = check_source("def agreement(a, b, per_label=False):\n    return 1\x00\n")
+    assert "None" not in report.errors[0]
+
+
+def test_check_rejects_relative_import() -> None:
+    report = check_source("from . import helpers\ndef agreement(a, b, per_label=False):\n    return 1\n")
+    assert "relative import at line 1" in report.errors[0]

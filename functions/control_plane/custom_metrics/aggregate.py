@@ -33,11 +33,14 @@ def pair_record(
     result = result or _NOT_RUN
     record = {
         "task": pair.task.key,
+        "task_index": pair.task.index,
         "first": pair.first.describe(),
         "second": pair.second.describe(),
         "score": result.get("score"),
         "per_label": result.get("per_label"),
         "error": result.get("error"),
+        # The per_label=True call failed: the score above stands and per_label is None.
+        "per_label_error": result.get("per_label_error"),
     }
     if control_results is not None:
         record["per_control"] = {
@@ -55,12 +58,16 @@ _NOT_RUN: dict[str, Any] = {
 
 
 def aggregate(task_keys: list[Any], records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Compute the task list, annotator matrix, label means and project agreement."""
-    by_task: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-    for record in records:
-        by_task[_hashable(record["task"])].append(record)
+    """Compute the task list, annotator matrix, label means and project agreement.
 
-    tasks = [_task_summary(key, by_task.get(_hashable(key), [])) for key in task_keys]
+    `task_keys` lists every task's id in export order; records find their task by `task_index`,
+    its position in the export, because ids may repeat or be missing.
+    """
+    by_task: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_task[record["task_index"]].append(record)
+
+    tasks = [_task_summary(key, index, by_task.get(index, [])) for index, key in enumerate(task_keys)]
     task_scores = [task["agreement"] for task in tasks if task["agreement"] is not None]
     return {
         "agreement": fmean(task_scores) if task_scores else None,
@@ -73,10 +80,11 @@ def aggregate(task_keys: list[Any], records: list[dict[str, Any]]) -> dict[str, 
     }
 
 
-def _task_summary(key: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
+def _task_summary(key: Any, index: int, records: list[dict[str, Any]]) -> dict[str, Any]:
     scores = [record["score"] for record in records if record["error"] is None and record["score"] is not None]
     return {
         "task": key,
+        "task_index": index,
         "agreement": fmean(scores) if scores else None,
         "pairs": len(records),
         "errors": sum(1 for record in records if record["error"] is not None),
@@ -117,7 +125,3 @@ def _control_means(records: list[dict[str, Any]]) -> dict[str, float]:
             if outcome["error"] is None and outcome["score"] is not None:
                 values[control].append(outcome["score"])
     return {control: fmean(scores) for control, scores in sorted(values.items())}
-
-
-def _hashable(key: Any) -> Any:
-    return key if isinstance(key, str | int | float | bool | type(None)) else repr(key)

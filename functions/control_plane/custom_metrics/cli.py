@@ -125,6 +125,12 @@ class CommandGroup(click.Group):
                 heading = exc.message.split(":")[0]
                 raise click.ClickException(f"{heading}:\n  " + "\n  ".join(str(item) for item in detail)) from exc
             raise click.ClickException(exc.message) from exc
+        except OSError as exc:
+            # A state folder that is a file, unreadable or on a full disk surfaces here.
+            where = f" {exc.filename}" if exc.filename else ""
+            raise click.ClickException(
+                f"cannot use{where}: {exc.strerror or exc}; check --state-dir / CUSTOM_METRICS_STATE_DIR"
+            ) from exc
 
 
 @click.group(cls=CommandGroup)
@@ -194,12 +200,20 @@ prefix_option = click.option("--prefix", help="Function name prefix for this com
 @click.argument("metric", type=click.Path(path_type=Path))
 @click.argument("tasks", type=click.Path(path_type=Path), required=False)
 @pairs_option
+@click.option(
+    "--timeout", type=click.IntRange(1, 900), help="Seconds each batch of the trial may run, 1 to 900 [default: 10]."
+)
 @click.pass_obj
-def check(settings: Settings, metric: Path, tasks: Path | None, pair_mode: str) -> None:
+def check(settings: Settings, metric: Path, tasks: Path | None, pair_mode: str, timeout: int | None) -> None:
     """Check METRIC.py and, given TASKS.json, run it on the export's pairs without deploying."""
     source = read_source(metric)
     data = read_json(tasks) if tasks else None
-    result = _call(settings.service().check_metric, "check", source, data, pairs=pair_mode)
+    options: dict[str, Any] = {"pairs": pair_mode}
+    if timeout is not None:
+        if settings.endpoint:
+            fail("--timeout applies to a local check only; drop it or drop --endpoint / CUSTOM_METRICS_ENDPOINT")
+        options["timeout"] = timeout
+    result = _call(settings.service().check_metric, "check", source, data, **options)
     report = result["check"]
     for message in report["errors"]:
         click.echo(f"error: {message}")
@@ -214,6 +228,12 @@ def check(settings: Settings, metric: Path, tasks: Path | None, pair_mode: str) 
             )
             click.echo(f"task {pair['task']}: {pair['first']['by']} vs {pair['second']['by']}: {outcome}")
         click.echo(f"trial: {result['trial']['scored']} pairs scored, {result['trial']['errors']} errors")
+        if result["trial"].get("timed_out"):
+            trial = result["trial"]
+            click.echo(
+                f"trial: the timeout of {trial['timeout']} s per batch stopped {trial['timed_out']} of the pairs; "
+                "make the metric faster or raise it with --timeout SECONDS"
+            )
     if not result["valid"]:
         fail(f"{metric} failed the check")
     click.echo(f"{metric}: ok")
@@ -236,6 +256,13 @@ def check(settings: Settings, metric: Path, tasks: Path | None, pair_mode: str) 
 @prefix_option
 @click.option("--timeout", type=int, help="Seconds a batch may run, 1 to 900 [default: 30].")
 @click.option("--memory", "memory_size", type=int, help="Memory per worker in MiB, 128 to 10240 [default: 1024].")
+@click.option("--force", is_flag=True, help="Make the new version live without its trial run.")
+@click.option(
+    "--trial",
+    "trial_path",
+    type=click.Path(path_type=Path),
+    help="Label Studio JSON tasks that the new version must score without an error before it goes live.",
+)
 @click.pass_obj
 def deploy(
     settings: Settings,
@@ -247,11 +274,18 @@ def deploy(
     prefix: str | None,
     timeout: int | None,
     memory_size: int | None,
+    force: bool,
+    trial_path: Path | None,
 ) -> None:
-    """Deploy METRIC.py (or --builtin NAME) as the metric of PROJECT."""
+    """Deploy METRIC.py (or --builtin NAME) as the metric of PROJECT.
+
+    A change becomes a new version, which goes live only after it scores the trial pairs without
+    an error: those of --trial, else of recently scored tasks, else a small built-in set.
+    """
     if (metric is None) == (builtin is None):
         fail("give either a METRIC.py file or --builtin NAME")
     source = read_source(metric) if metric else None
+    trial_tasks = read_json(trial_path) if trial_path else None
     result = _call(
         settings.service().put_metric,
         project,
@@ -262,9 +296,39 @@ def deploy(
         prefix=prefix,
         timeout=timeout,
         memory_size=memory_size,
+        force=force,
+        trial_tasks=trial_tasks,
     )
     for message in result["check"]["warnings"]:
         click.echo(f"warning: {message}", err=True)
+    click.echo(f"{result['message']} (code SHA-256 {result['function']['code_sha256']})")
+
+
+@main.command()
+@click.argument("project")
+@prefix_option
+@click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table", show_default=True)
+@click.pass_obj
+def versions(settings: Settings, project: str, prefix: str | None, output_format: str) -> None:
+    """List the versions of PROJECT's metric: number, code SHA-256, date, trial outcome, live."""
+    result = _call(settings.service().versions, project, prefix)
+    if output_format == "json":
+        click.echo(json.dumps(result, indent=2))
+        return
+    for version in result["versions"]:
+        live = "  live" if version["live"] else ""
+        trial = version["trial"] or "unknown"
+        click.echo(f"{version['version']:>4}  {version['code_sha256']}  {version['created']}  trial {trial}{live}")
+
+
+@main.command()
+@click.argument("project")
+@click.argument("version", type=click.IntRange(min=1))
+@prefix_option
+@click.pass_obj
+def rollback(settings: Settings, project: str, version: int, prefix: str | None) -> None:
+    """Make VERSION of PROJECT's metric the live one again, without a trial."""
+    result = _call(settings.service().rollback, project, version, prefix)
     click.echo(f"{result['message']} (code SHA-256 {result['function']['code_sha256']})")
 
 
@@ -274,6 +338,8 @@ def _parse_options(options: tuple[str, ...]) -> dict[str, Any]:
         key, separator, raw = option.partition("=")
         if not separator or not key:
             fail(f"--option {option!r} is not KEY=VALUE; for example --option iou_threshold=0.7")
+        if key in parsed:
+            fail(f"--option {key} is given more than once; give each option once")
         try:
             parsed[key] = json.loads(raw)
         except ValueError:
@@ -310,6 +376,12 @@ def get(settings: Settings, project: str, prefix: str | None, output_format: str
     reason = f" ({function['status_reason']})" if function.get("status_reason") else ""
     click.echo(f"name:          {function['name']}")
     click.echo(f"status:        {function['status']}{reason}")
+    if function.get("version") is not None:
+        click.echo(f"live version:  {function['version']}")
+    if function.get("deploy_status"):
+        click.echo(
+            f"newer deploy:  {function['deploy_status']} ({function.get('deploy_status_reason') or 'no reason given'})"
+        )
     click.echo(f"code SHA-256:  {function['code_sha256']}")
     click.echo(f"last modified: {function['last_modified']}")
     click.echo(f"timeout:       {function['timeout']} s, memory {function['memory_size']} MiB")
@@ -337,6 +409,9 @@ def delete(settings: Settings, project: str, prefix: str | None) -> None:
 )
 @click.option("--per-label", is_flag=True, help="Also ask the metric for per-label scores.")
 @click.option("--per-control", is_flag=True, help="Also score each control (from_name) on its own.")
+@click.option(
+    "--async", "run_async", is_flag=True, help="Start a background job, print its id; see `custom-metrics job`."
+)
 @pairs_option
 @format_option
 @prefix_option
@@ -348,6 +423,7 @@ def agreement(
     from_label_studio: bool,
     per_label: bool,
     per_control: bool,
+    run_async: bool,
     pair_mode: str,
     output_format: str,
     output: Path | None,
@@ -363,6 +439,11 @@ def agreement(
     else:
         assert tasks is not None
         data = read_json(tasks)
+    if run_async:
+        from custom_metrics.cli_jobs import start_job
+
+        start_job(settings, project, data, per_label=per_label, per_control=per_control, pairs=pair_mode, prefix=prefix)
+        return
     kwargs: dict[str, Any] = {"per_label": per_label, "per_control": per_control, "pairs": pair_mode, "prefix": prefix}
     if not settings.endpoint:
         kwargs["progress"] = Progress()
@@ -396,6 +477,7 @@ def stats(project: str, tasks: Path, include_predictions: bool, output_format: s
 @click.argument("tasks", type=click.Path(path_type=Path))
 @click.option("--per-label", is_flag=True, help="Also ask the metric for per-label scores.")
 @click.option("--per-control", is_flag=True, help="Also score each control (from_name) on its own.")
+@click.option("--timeout", type=click.IntRange(1, 900), help="Seconds each batch may run, 1 to 900 [default: 30].")
 @pairs_option
 @format_option
 @click.pass_obj
@@ -405,6 +487,7 @@ def run(
     tasks: Path,
     per_label: bool,
     per_control: bool,
+    timeout: int | None,
     pair_mode: str,
     output_format: str,
     output: Path | None,
@@ -415,7 +498,8 @@ def run(
     with tempfile.TemporaryDirectory(prefix="custom-metrics-run-") as state_dir:
         service = MetricService(LocalBackend(Path(state_dir), workers=settings.workers))
         try:
-            _call(service.put_metric, "run", code=source)
+            # No deploy trial: the tasks are scored right after, and their errors are reported per pair.
+            _call(service.put_metric, "run", code=source, timeout=timeout, force=True)
             result = _call(
                 service.score,
                 "run",
@@ -505,4 +589,9 @@ def list_builtins() -> None:
 from custom_metrics import cli_labelstudio  # noqa: E402 (its commands use this module's Settings)
 
 for _command in cli_labelstudio.COMMANDS:
+    main.add_command(_command)
+
+from custom_metrics import cli_jobs  # noqa: E402 (its commands use this module's Settings)
+
+for _command in cli_jobs.COMMANDS:
     main.add_command(_command)

@@ -13,7 +13,7 @@ from custom_metrics.errors import InvalidInputError
 
 FUNCTION_NAME_BASE = "custom-metric"
 MAX_FUNCTION_NAME_LENGTH = 64
-NAME_PART_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+NAME_PART_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 
 # Lambda counts every tag on a function, the managed ones included, against its limit of 50.
 LAMBDA_MAX_TAGS = 50
@@ -24,7 +24,7 @@ MAX_USER_TAGS = LAMBDA_MAX_TAGS - len(MANAGED_TAG_KEYS)
 MAX_TAG_KEY_LENGTH = 128
 MAX_TAG_VALUE_LENGTH = 256
 # Lambda accepts letters, digits and spaces in any script, and these symbols: _ . : / = + - @
-TAG_PATTERN = re.compile(r"^[\w .:/=+\-@]*$", re.UNICODE)
+TAG_PATTERN = re.compile(r"[\w .:/=+\-@]*", re.UNICODE)
 
 
 def function_name(project: str, prefix: str | None = None) -> str:
@@ -48,7 +48,7 @@ def function_name(project: str, prefix: str | None = None) -> str:
 def _name_part_problems(field: str, value: str) -> list[str]:
     if not value:
         return [f"{field} is empty; use letters, digits, '-' or '_'"]
-    if not NAME_PART_PATTERN.match(value):
+    if not NAME_PART_PATTERN.fullmatch(value):
         return [
             f"{field} {value!r} contains characters Lambda function names reject; use only letters, digits, '-', '_'"
         ]
@@ -84,11 +84,11 @@ def _tag_problems(key: object, value: object) -> list[str]:
         problems.append(f"tag key {key!r} starts with 'aws:', which AWS reserves")
     if key in MANAGED_TAG_KEYS:
         problems.append(f"tag key {key!r} is set by custom-metrics itself; choose another key")
-    if not TAG_PATTERN.match(key):
+    if not TAG_PATTERN.fullmatch(key):
         problems.append(
             f"tag key {key!r} contains characters Lambda rejects; allowed: letters, digits, spaces, _ . : / = + - @"
         )
-    if not TAG_PATTERN.match(value):
+    if not TAG_PATTERN.fullmatch(value):
         problems.append(f"tag {key!r}: value {value!r} contains characters Lambda rejects")
     return problems
 

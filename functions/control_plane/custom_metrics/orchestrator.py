@@ -1,13 +1,21 @@
 """Score annotation pairs on a backend: cut batches, run them concurrently, recover from failed batches.
 
 Batches are cut by pair count and by serialized size (request and expected response both within
-`backend.max_batch_bytes`), and sized about ceil(n / max_concurrency) so that a small job still uses every
-worker. Recovery rules:
+`backend.max_batch_bytes`). On a backend with `spread_small_jobs` true (the default) they are also sized
+about ceil(n / max_concurrency), so that a small job still uses every worker. With it false they are
+filled to the limits, which makes the fewest invocations. Pairs are measured and cut while the first
+batches already run, so the caller's serialization overlaps with the invocations. Recovery rules:
 
 - pairs the runtime lists in `not_run` (it reached its deadline) are sent again in a new batch;
 - a BatchFailedError that names its culprit pair gives that pair the error and sends the others again;
 - one that names no culprit splits the batch in halves until a single failing pair gets the error;
-- ThrottledError is retried with jittered exponential backoff until a deadline, then raises BackendError.
+- ThrottledError is retried with jittered exponential backoff until a deadline, then raises BackendError;
+- with `max_timeouts` set, once that many pairs have timed out, the pairs not yet scored get a NotRun
+  error instead of being sent again. A run on a metric that hangs on every pair then takes about
+  `max_timeouts` timeouts per concurrent batch.
+
+If the caller's thread is interrupted (KeyboardInterrupt), queued batches are dropped and no batch is
+sent after that; batches already running end when the backend is closed or at their deadline.
 
 Any other exception from the backend stops the run and propagates. Aggregation is not done here.
 """
@@ -18,7 +26,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -41,23 +49,36 @@ RESPONSE_BYTES_PER_PAIR = 1200
 RESPONSE_BYTES_PER_LABEL_BREAKDOWN = 2000
 # A pair listed in not_run by this many batches that made no progress at all gets an error.
 MAX_STALLED_ATTEMPTS = 3
+# Error types of a pair stopped at the deadline: the runtime's, and the orchestrator's after a hard kill.
+TIMEOUT_ERROR_TYPES = frozenset({"TimeoutError", "Timeout"})
+# Failures caused by the metric on one pair; any other BatchFailedError reason is a platform problem.
+PAIR_FAILURE_REASONS = frozenset({"timeout", "crash", "memory", "payload_too_large"})
 
 ERROR_TYPES = {
     "timeout": "Timeout",
     "crash": "WorkerCrashed",
     "memory": "MemoryLimitExceeded",
     "function_error": "FunctionError",
+    "payload_too_large": "PayloadTooLarge",
 }
 ADVICE = {
     "timeout": "make agreement() faster on this pair or deploy the metric with a longer timeout",
     "crash": "the metric ended its process on this pair (os._exit, a signal, a crash in a C extension); fix it",
     "memory": "reduce the metric's memory use on this pair or deploy it with a larger memory size",
     "function_error": "check the function's logs for this request id",
+    "payload_too_large": (
+        "the pair's request or response is over Lambda's 6 MB invocation limit; shrink its annotations, "
+        "or return fewer per-label results"
+    ),
 }
 
 
 class ScoringBackend(Protocol):
-    """The part of `Backend` the orchestrator uses."""
+    """The part of `Backend` the orchestrator uses.
+
+    An optional attribute `spread_small_jobs: bool` (read with getattr, default True) selects whether a
+    job that fits in fewer than `max_concurrency` batches is split into `max_concurrency` smaller ones.
+    """
 
     max_concurrency: int
     max_batch_pairs: int
@@ -88,20 +109,23 @@ def score_pairs(
     project: str,
     progress: ProgressCallback | None = None,
     retry: RetryPolicy | None = None,
+    max_timeouts: int | None = None,
 ) -> dict[str, PairResult]:
     """Score `pairs` ({"id", "annotation_1", "annotation_2"}) and return pair id -> per-pair result.
 
-    Every pair gets a result: the runtime's, or one made here with an error. Raises InvalidInputError for
+    Every pair gets a result: the runtime's, or one made here with an error. `max_timeouts` (None: no
+    limit) stops sending pairs again after that many pairs timed out. Raises InvalidInputError for
     duplicate pair ids and BackendError when throttling outlasts the retry deadline.
     """
     run = _ScoringRun(backend, function_name, per_label, request_id, project, progress, retry or RetryPolicy())
+    run.max_timeouts = max_timeouts
     return run.execute(pairs)
 
 
 def error_result(pair_id: str, error_type: str, message: str) -> PairResult:
     """Return a per-pair result in the runtime's format that carries only an error."""
     error = {"type": error_type, "message": message, "line": None}
-    return {"id": pair_id, "score": None, "per_label": None, "error": error}
+    return {"id": pair_id, "score": None, "per_label": None, "error": error, "per_label_error": None}
 
 
 class _ScoringRun:
@@ -126,6 +150,9 @@ class _ScoringRun:
         self.sizes: dict[str, int] = {}
         self.stalls: dict[str, int] = {}
         self.total = 0
+        self.timeouts = 0
+        self.max_timeouts: int | None = None
+        self.stopped = False
         self.target_pairs = 1
         self.envelope_bytes = ENVELOPE_BYTES + len(request_id.encode()) + len(project.encode())
 
@@ -133,23 +160,19 @@ class _ScoringRun:
 
     def execute(self, pairs: list[Pair]) -> dict[str, PairResult]:
         self.total = len(pairs)
-        runnable = self._measure(pairs)
+        _check_unique_ids(pairs)
         concurrency = max(1, self.backend.max_concurrency)
-        self.target_pairs = max(1, min(self.backend.max_batch_pairs, math.ceil(len(runnable) / concurrency)))
+        self.target_pairs = max(1, self.backend.max_batch_pairs)
+        if getattr(self.backend, "spread_small_jobs", True):
+            self.target_pairs = max(1, min(self.target_pairs, math.ceil(len(pairs) / concurrency)))
         self._report_progress()
-        if runnable:
-            self._run_batches(self.cut_batches(runnable), concurrency)
+        self._run_batches(self._cut(self._measure(pairs)), concurrency)
         return self.results
 
-    def _measure(self, pairs: list[Pair]) -> list[Pair]:
-        """Record each pair's serialized size; give oversized pairs their error; return the others."""
-        runnable: list[Pair] = []
+    def _measure(self, pairs: list[Pair]) -> Iterator[Pair]:
+        """Record each pair's serialized size; give oversized pairs their error; yield the others."""
         for pair in pairs:
             pair_id = pair["id"]
-            if pair_id in self.sizes or pair_id in self.results:
-                raise InvalidInputError(
-                    f"duplicate pair id {pair_id!r}: every pair passed to score_pairs needs a unique id"
-                )
             size = len(orjson.dumps(pair))
             limit = self.backend.max_batch_bytes - self.envelope_bytes
             if size > limit:
@@ -160,14 +183,15 @@ class _ScoringRun:
                 self.results[pair_id] = error_result(pair_id, "PayloadTooLarge", message)
                 continue
             self.sizes[pair_id] = size
-            runnable.append(pair)
-        return runnable
+            yield pair
 
     def cut_batches(self, pairs: list[Pair]) -> list[list[Pair]]:
         """Split `pairs`, in order, into batches within the pair-count target and the byte limits."""
+        return list(self._cut(pairs))
+
+    def _cut(self, pairs: Iterable[Pair]) -> Iterator[list[Pair]]:
         budget = self.backend.max_batch_bytes - self.envelope_bytes
         response_per_pair = RESPONSE_BYTES_PER_PAIR + (RESPONSE_BYTES_PER_LABEL_BREAKDOWN if self.per_label else 0)
-        batches: list[list[Pair]] = []
         current: list[Pair] = []
         request_bytes = response_bytes = 0
         for pair in pairs:
@@ -176,39 +200,57 @@ class _ScoringRun:
             full = len(current) >= self.target_pairs
             too_big = request_bytes + pair_bytes > budget or response_bytes + pair_response > budget
             if current and (full or too_big):
-                batches.append(current)
+                yield current
                 current, request_bytes, response_bytes = [], 0, 0
             current.append(pair)
             request_bytes += pair_bytes
             response_bytes += pair_response
         if current:
-            batches.append(current)
-        return batches
+            yield current
 
     # Running -------------------------------------------------------------------------------
 
-    def _run_batches(self, batches: list[list[Pair]], concurrency: int) -> None:
+    def _run_batches(self, batches: Iterator[list[Pair]], concurrency: int) -> None:
         executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="custom-metrics-batch")
         pending: dict[Future[dict[str, Any]], list[Pair]] = {}
         try:
+            # Each batch is submitted as soon as it is cut. Batches that finished meanwhile are handled
+            # then, so follow-ups and progress do not wait until the last pair is measured.
             for batch in batches:
                 pending[executor.submit(self._invoke, batch)] = batch
+                self._collect(executor, pending, timeout=0.0)
             while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    batch = pending.pop(future)
-                    for follow_up in self._handle(batch, future):
-                        pending[executor.submit(self._invoke, follow_up)] = follow_up
-                self._report_progress()
+                self._collect(executor, pending, timeout=None)
+        except BaseException:
+            # Running batches see this flag before a retry and send nothing more.
+            self.stopped = True
+            raise
         finally:
             # On an error, batches already running finish in the background; queued ones are dropped.
             executor.shutdown(wait=not pending, cancel_futures=True)
+
+    def _collect(
+        self,
+        executor: ThreadPoolExecutor,
+        pending: dict[Future[dict[str, Any]], list[Pair]],
+        timeout: float | None,
+    ) -> None:
+        """Handle the batches that finish within `timeout` seconds (None: at least one) and submit follow-ups."""
+        finished, _ = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in finished:
+            batch = pending.pop(future)
+            for follow_up in self._handle(batch, future):
+                pending[executor.submit(self._invoke, follow_up)] = follow_up
+        if finished:
+            self._report_progress()
 
     def _invoke(self, batch: list[Pair]) -> dict[str, Any]:
         payload = {"pairs": batch, "per_label": self.per_label, "request_id": self.request_id, "project": self.project}
         started = self.retry.clock()
         attempt = 0
         while True:
+            if self.stopped:
+                raise BatchFailedError("cancelled", "the scoring run was stopped before this batch was sent")
             try:
                 return self.backend.invoke(self.function_name, payload)
             except ThrottledError as exc:
@@ -241,6 +283,7 @@ class _ScoringRun:
         for result in results:
             if result.get("id") in ids and result["id"] not in self.results:
                 self.results[result["id"]] = result
+                self._count_timeout(result)
         waiting = {pair_id for pair_id in not_run if pair_id in ids and pair_id not in self.results}
         for pair in batch:
             if pair["id"] not in self.results and pair["id"] not in waiting:
@@ -250,6 +293,9 @@ class _ScoringRun:
         return self._resubmit([pair for pair in batch if pair["id"] in waiting], progressed=bool(results))
 
     def _resubmit(self, pairs: list[Pair], *, progressed: bool) -> list[list[Pair]]:
+        if self._timeout_limit_reached():
+            self._give_up(pairs)
+            return []
         again: list[Pair] = []
         for pair in pairs:
             stalls = self.stalls.get(pair["id"], 0) + (0 if progressed else 1)
@@ -268,16 +314,7 @@ class _ScoringRun:
     def _recover(self, batch: list[Pair], failure: BatchFailedError) -> list[list[Pair]]:
         ids = [pair["id"] for pair in batch]
         culprit = failure.culprit_id if failure.culprit_id in ids else None
-        logger.warning(
-            "batch failed",
-            extra={
-                "function": self.function_name,
-                "request_id": self.request_id,
-                "reason": failure.reason,
-                "culprit_id": culprit,
-                "batch_pairs": len(batch),
-            },
-        )
+        self._log_failure(failure, culprit, len(batch))
         if culprit is None and len(batch) > 1:
             middle = len(batch) // 2
             return [batch[:middle], batch[middle:]]
@@ -285,8 +322,43 @@ class _ScoringRun:
         error_type = ERROR_TYPES.get(failure.reason, "FunctionError")
         advice = ADVICE.get(failure.reason, ADVICE["function_error"])
         self.results[failed_id] = error_result(failed_id, error_type, f"{failure.message}; {advice}")
+        self._count_timeout(self.results[failed_id])
         rest = [pair for pair in batch if pair["id"] != failed_id]
+        if rest and self._timeout_limit_reached():
+            self._give_up(rest)
+            return []
         return [rest] if rest else []
+
+    def _log_failure(self, failure: BatchFailedError, culprit: str | None, batch_pairs: int) -> None:
+        # The metric failing on a pair is recorded in that pair's result, so it is logged at INFO only.
+        level = logging.INFO if failure.reason in PAIR_FAILURE_REASONS else logging.WARNING
+        logger.log(
+            level,
+            "batch of %d pairs failed (%s) in function %s, request %s, pair %s",
+            batch_pairs,
+            failure.reason,
+            self.function_name,
+            self.request_id,
+            culprit or "not known yet",
+            extra=self._log_ids(reason=failure.reason, culprit_id=culprit, batch_pairs=batch_pairs),
+        )
+
+    def _count_timeout(self, result: PairResult) -> None:
+        error = result.get("error")
+        if isinstance(error, dict) and error.get("type") in TIMEOUT_ERROR_TYPES:
+            self.timeouts += 1
+
+    def _timeout_limit_reached(self) -> bool:
+        return self.max_timeouts is not None and self.timeouts >= self.max_timeouts
+
+    def _give_up(self, pairs: list[Pair]) -> None:
+        message = (
+            f"the pair was not scored because {self.timeouts} pairs timed out and this run stops after "
+            f"{self.max_timeouts}; make agreement() faster or give it a longer timeout"
+        )
+        for pair in pairs:
+            self.results[pair["id"]] = error_result(pair["id"], "NotRun", message)
+        logger.info("stopped after %d timeouts", self.timeouts, extra=self._log_ids(not_run=len(pairs)))
 
     def _log_ids(self, **ids: Any) -> dict[str, Any]:
         return {"function": self.function_name, "request_id": self.request_id, **ids}
@@ -294,6 +366,17 @@ class _ScoringRun:
     def _report_progress(self) -> None:
         if self.progress is not None:
             self.progress(len(self.results), self.total)
+
+
+def _check_unique_ids(pairs: list[Pair]) -> None:
+    seen: set[str] = set()
+    for pair in pairs:
+        pair_id = pair["id"]
+        if pair_id in seen:
+            raise InvalidInputError(
+                f"duplicate pair id {pair_id!r}: every pair passed to score_pairs needs a unique id"
+            )
+        seen.add(pair_id)
 
 
 def _read_response(response: Any) -> tuple[list[PairResult], list[str]]:

@@ -98,6 +98,8 @@ class RemoteClient:
         prefix: str | None = None,
         timeout: int | None = None,
         memory_size: int | None = None,
+        force: bool = False,
+        trial_tasks: Any = None,
     ) -> dict[str, Any]:
         body = _without_none(
             code=code,
@@ -107,21 +109,30 @@ class RemoteClient:
             prefix=prefix,
             timeout=timeout,
             memory_size=memory_size,
+            force=force or None,
+            trial_tasks=trial_tasks,
         )
-        return self._request("PUT", _project_path(project, "metric"), body=body)
+        return self.request("PUT", _project_path(project, "metric"), body=body)
+
+    def versions(self, project: str, prefix: str | None = None) -> dict[str, Any]:
+        return self.request("GET", _project_path(project, "metric/versions"), query=_without_none(prefix=prefix))
+
+    def rollback(self, project: str, version: int, prefix: str | None = None) -> dict[str, Any]:
+        body = _without_none(version=version, prefix=prefix)
+        return self.request("POST", _project_path(project, "metric/rollback"), body=body)
 
     def get_metric(self, project: str, prefix: str | None = None) -> dict[str, Any]:
-        return self._request("GET", _project_path(project, "metric"), query=_without_none(prefix=prefix))
+        return self.request("GET", _project_path(project, "metric"), query=_without_none(prefix=prefix))
 
     def delete_metric(self, project: str, prefix: str | None = None) -> dict[str, Any]:
-        return self._request("DELETE", _project_path(project, "metric"), query=_without_none(prefix=prefix))
+        return self.request("DELETE", _project_path(project, "metric"), query=_without_none(prefix=prefix))
 
     def list_metrics(self) -> dict[str, Any]:
-        return self._request("GET", "/metrics")
+        return self.request("GET", "/metrics")
 
     def check_metric(self, project: str, code: str, tasks: Any = None, *, pairs: str = "annotations") -> dict[str, Any]:
         body = _without_none(code=code, tasks=tasks, pairs=pairs)
-        return self._request("POST", _project_path(project, "metric/check"), body=body)
+        return self.request("POST", _project_path(project, "metric/check"), body=body)
 
     def score(
         self,
@@ -141,20 +152,21 @@ class RemoteClient:
         synchronous HTTP request reports no progress, so `progress` is never called.
         """
         body = _without_none(tasks=tasks, per_label=per_label, per_control=per_control, pairs=pairs, prefix=prefix)
-        return self._request("POST", _project_path(project, "agreement"), body=body)
+        return self.request("POST", _project_path(project, "agreement"), body=body)
 
     def logs(self, project: str, prefix: str | None, start: float, end: float, limit: int) -> dict[str, Any]:
         query = _without_none(start=f"{start:.3f}", end=f"{end:.3f}", limit=str(limit), prefix=prefix)
-        return self._request("GET", _project_path(project, "metric/logs"), query=query)
+        return self.request("GET", _project_path(project, "metric/logs"), query=query)
 
     def close(self) -> None:
         """Release nothing: each request opens and closes its own connection."""
 
     # HTTP ----------------------------------------------------------------------------------
 
-    def _request(
+    def request(
         self, method: str, path: str, *, query: dict[str, Any] | None = None, body: dict[str, Any] | None = None
     ) -> dict[str, Any]:
+        """Send one signed request to the stack and return its JSON body, raising ServiceError on an error."""
         url = self.endpoint + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
         data = json.dumps(body).encode("utf-8") if body is not None else None
         headers = self._headers(method, url, data)

@@ -16,7 +16,7 @@ def render_table(result: dict[str, Any]) -> str:
         sections.append(_controls(result["controls"]))
     if result.get("labels"):
         sections.append(_labels(result["labels"]))
-    if result.get("errors"):
+    if result.get("errors") or any(pair.get("per_label_error") for pair in result["pairs"]):
         sections.append(_errors(result))
     if result.get("warnings"):
         sections.append("Warnings\n" + "\n".join(f"  {warning}" for warning in result["warnings"]))
@@ -75,11 +75,16 @@ def _labels(labels: dict[str, float]) -> str:
 def _errors(result: dict[str, Any]) -> str:
     lines = ["Errors"]
     for pair in result["pairs"]:
-        error = pair["error"]
-        if error is None:
-            continue
         sides = f"{_side(pair['first'])} vs {_side(pair['second'])}"
-        lines.append(f"  task {pair['task']}: {sides}: {error['type']}: {error['message']}")
+        error = pair["error"]
+        if error is not None:
+            lines.append(f"  task {pair['task']}: {sides}: {error['type']}: {error['message']}")
+        per_label_error = pair.get("per_label_error")
+        if per_label_error:
+            lines.append(
+                f"  task {pair['task']}: {sides}: per-label breakdown (score kept): "
+                f"{per_label_error['type']}: {per_label_error['message']}"
+            )
     return "\n".join(lines)
 
 
@@ -91,7 +96,14 @@ def _number(value: float | None) -> str:
     return "null" if value is None else f"{value:.4f}"
 
 
+def _printable(text: str) -> str:
+    # Annotator names and labels come from users; a newline or tab in one would break the table.
+    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
+
+
 def _grid(header: list[str], rows: list[list[str]]) -> str:
+    header = [_printable(cell) for cell in header]
+    rows = [[_printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
     lines = []
     for row in [header, *rows]:
@@ -113,6 +125,7 @@ CSV_COLUMNS = [
     "error_message",
     "error_line",
     "per_label",
+    "per_label_error",
 ]
 
 
@@ -125,7 +138,7 @@ def _cell(value: Any) -> Any:
 
 
 def render_csv(result: dict[str, Any]) -> str:
-    """Render one CSV row per pair, with per-label scores as a JSON object in the last column."""
+    """Render one CSV row per pair, with per-label scores as a JSON object and then the per-label error."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -144,9 +157,15 @@ def render_csv(result: dict[str, Any]) -> str:
             error.get("message", ""),
             error.get("line") or "",
             json.dumps(pair["per_label"], sort_keys=True) if pair["per_label"] is not None else "",
+            _error_text(pair.get("per_label_error")),
         ]
         writer.writerow([_cell(value) for value in row])
     return buffer.getvalue()
+
+
+def _error_text(error: dict[str, Any] | None) -> str:
+    # The runtime's message already names the metric.py line when it has one.
+    return f"{error['type']}: {error['message']}" if error else ""
 
 
 def render_statistics_table(report: dict[str, Any]) -> str:

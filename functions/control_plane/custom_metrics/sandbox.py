@@ -9,7 +9,10 @@ are taken, an idle worker of another metric is stopped to make room. Workers sta
 - cwd set to that scratch directory, removed when the worker stops;
 - RLIMIT_AS = memory_mb MiB, which caps virtual address space, not resident memory, so it is stricter
   than Lambda's memory setting for libraries that reserve large mappings; RLIMIT_CORE = 0;
-- a new session, so that killing the process group also kills any process the metric started.
+- a new session, so that killing the process group also kills any process the metric started;
+- on Linux, PR_SET_PDEATHSIG=SIGKILL, so a worker dies when this process dies, even by SIGKILL. The kernel
+  sends it when the thread that started the worker exits, so every worker is started from one thread that
+  the pool owns until `close()`.
 
 This is isolation against accidents (a runaway loop, a huge allocation, a crash), not a security
 boundary: the metric runs as the same user as this process and can read what it can read.
@@ -18,7 +21,11 @@ Timeouts: the runtime in the worker stops a pair at the batch deadline by itself
 deadline of timeout + GRACE_SECONDS: past it the worker is killed and BatchFailedError("timeout") names
 the pair that was running, read from the worker's shared pair index. A worker that dies raises
 BatchFailedError("memory") for an out-of-memory exit or a SIGKILL it did not get from this pool (the
-kernel's OOM killer), else BatchFailedError("crash"). The next batch starts a fresh worker.
+kernel's OOM killer). A crash by signal after the runtime had scored the batch also raises "memory",
+because encoding a response too large for the memory limit ends that way. Other deaths raise
+BatchFailedError("crash"). The next batch starts a fresh worker.
+Error messages are one sentence with no worker output; that output goes to the `on_log` and `on_output`
+callbacks, which the local backend writes to the function's log files.
 """
 
 from __future__ import annotations
@@ -37,8 +44,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -57,6 +64,7 @@ from custom_metrics_runtime.protocol import (
     MAX_FRAME_BYTES,
     PAIR_INDEX,
     READY_FRAME,
+    REQUEST_MARKER,
 )
 
 logger = logging.getLogger(__name__)
@@ -64,8 +72,9 @@ logger = logging.getLogger(__name__)
 GRACE_SECONDS = 1.0
 STARTUP_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 5.0
-STDERR_TAIL_LINES = 20
 STDERR_LINE_LIMIT = 500
+# Signals by which a process dies when an allocation fails inside C code that does not check for NULL.
+_MEMORY_CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT)
 # Larger pipe buffers mean fewer wake-ups per frame; Linux allows up to 1 MiB to unprivileged users.
 PIPE_BUFFER_BYTES = 1 << 20
 
@@ -77,6 +86,8 @@ _BOOTSTRAP = (
 )
 
 LogCallback = Callable[[Path, str], None]
+# (code_dir, line, request id of the batch that was running when the line was written, or None)
+OutputCallback = Callable[[Path, str, "str | None"], None]
 
 
 @dataclass(frozen=True)
@@ -160,33 +171,37 @@ def _wait(poller: select.poll, deadline: float) -> None:
         raise FrameChannelTimeout
 
 
-class StderrTail:
-    """Drain a worker's stderr on a thread, keeping the last lines for error messages."""
+class WorkerOutput:
+    """Drain a worker's stderr on a thread and pass each line, with its batch's request id, to the callbacks."""
 
-    def __init__(self, stream: IO[bytes], code_dir: Path, on_log: LogCallback | None) -> None:
-        self._lines: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        self._thread = threading.Thread(
-            target=self._drain, args=(stream, code_dir, on_log), name="custom-metrics-stderr", daemon=True
-        )
+    def __init__(
+        self, stream: IO[bytes], code_dir: Path, on_log: LogCallback | None, on_output: OutputCallback | None
+    ) -> None:
+        self._code_dir = code_dir
+        self._on_log = on_log
+        self._on_output = on_output
+        self._thread = threading.Thread(target=self._drain, args=(stream,), name="custom-metrics-stderr", daemon=True)
         self._thread.start()
 
-    def _drain(self, stream: IO[bytes], code_dir: Path, on_log: LogCallback | None) -> None:
+    def _drain(self, stream: IO[bytes]) -> None:
+        request_id: str | None = None
         with stream:
             while raw := stream.readline(STDERR_LINE_LIMIT):
                 line = raw.decode("utf-8", "backslashreplace").rstrip("\n")
-                self._lines.append(line)
-                if on_log is not None:
-                    on_log(code_dir, line)
+                if line.startswith(REQUEST_MARKER):
+                    request_id = line[len(REQUEST_MARKER) :] or None
+                    continue
+                try:
+                    if self._on_log is not None:
+                        self._on_log(self._code_dir, line)
+                    if self._on_output is not None:
+                        self._on_output(self._code_dir, line, request_id)
+                except Exception:
+                    # Draining must go on, or the worker blocks on a full stderr pipe.
+                    logger.exception("worker output callback failed", extra={"code_dir": str(self._code_dir)})
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
-
-    def describe(self) -> str:
-        """Return the kept lines as a suffix for an error message, or "" if there are none."""
-        lines = list(self._lines)
-        if not lines:
-            return ""
-        return "; last lines on stderr:\n" + "\n".join(lines)
 
 
 def _clean_environment(scratch_dir: str) -> dict[str, str]:
@@ -214,8 +229,16 @@ def _exit_status(returncode: int | None) -> str:
 class _Worker:
     """One worker process and its pipes; used by one thread at a time."""
 
-    def __init__(self, key: _WorkerKey, control_dir: str, on_log: LogCallback | None) -> None:
+    def __init__(
+        self,
+        key: _WorkerKey,
+        control_dir: str,
+        spawner: ThreadPoolExecutor,
+        on_log: LogCallback | None,
+        on_output: OutputCallback | None,
+    ) -> None:
         self.key = key
+        self.cancelled = False
         self._scratch_dir = tempfile.mkdtemp(prefix="custom-metrics-worker-")
         descriptor, self._index_path = tempfile.mkstemp(dir=control_dir, suffix=".index")
         with os.fdopen(descriptor, "r+b") as index_file:
@@ -223,11 +246,16 @@ class _Worker:
             index_file.flush()
             self._index = mmap.mmap(index_file.fileno(), PAIR_INDEX.size)
 
-        self._process = self._spawn()
+        # Started on the pool's spawner thread; see the module docstring on PR_SET_PDEATHSIG.
+        try:
+            self._process = spawner.submit(self._spawn).result()
+        except BaseException:
+            self._remove_files()
+            raise
         assert self._process.stdin is not None and self._process.stdout is not None
         assert self._process.stderr is not None
         self._channel = FrameChannel(self._process.stdin.fileno(), self._process.stdout.fileno())
-        self._stderr = StderrTail(self._process.stderr, key.code_dir, on_log)
+        self._stderr = WorkerOutput(self._process.stderr, key.code_dir, on_log, on_output)
         self.alive = True
 
     def _spawn(self) -> subprocess.Popen[bytes]:
@@ -235,7 +263,7 @@ class _Worker:
         command = [sys.executable, "-I", "-c", _BOOTSTRAP, _LAYER_DIR, str(key.code_dir), self._index_path]
         try:
             process = subprocess.Popen(
-                [*command, str(key.memory_mb)],
+                [*command, str(key.memory_mb), str(os.getpid())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -245,9 +273,7 @@ class _Worker:
                 close_fds=True,
             )
         except OSError:
-            self._index.close()
-            Path(self._index_path).unlink(missing_ok=True)
-            shutil.rmtree(self._scratch_dir, ignore_errors=True)
+            self._remove_files()
             raise
         logger.debug("metric worker started", extra={"pid": process.pid, "code_dir": str(key.code_dir)})
         return process
@@ -268,7 +294,7 @@ class _Worker:
             raise BatchFailedError(
                 "memory" if returncode == EXIT_MEMORY else "crash",
                 f"the metric worker failed to start: it exited with {_exit_status(returncode)} "
-                f"(memory limit {self.key.memory_mb} MiB){self._stderr.describe()}",
+                f"(memory limit {self.key.memory_mb} MiB); its output is in the function's logs",
             ) from None
         if bytes(frame) != READY_FRAME:
             self.stop()
@@ -294,16 +320,25 @@ class _Worker:
         except FrameChannelClosed:
             index = self._published_index()
             returncode = self.stop(exit_wait=STOP_TIMEOUT_SECONDS)
+            if self.cancelled:
+                raise BatchFailedError("cancelled", "the worker pool was closed while the batch ran") from None
             failure = self._death_error(returncode, payload, index)
         else:
             response: dict[str, Any] = orjson.loads(body)
             return response
-        logger.warning(
+        if index == LOADING_INDEX:
+            logger.info(
+                "metric worker failed while importing metric.py (request %s): %s",
+                payload.get("request_id"),
+                failure.reason,
+                extra={"pid": self.pid, "code_dir": str(self.key.code_dir)},
+            )
+            return _import_failure_response(payload, failure)
+        # The caller records the failure on a pair and logs it with the function name.
+        logger.debug(
             "metric worker failed",
             extra={"pid": self.pid, "reason": failure.reason, "culprit_id": failure.culprit_id, "index": index},
         )
-        if index == LOADING_INDEX:
-            return _import_failure_response(payload, failure)
         raise failure
 
     def _published_index(self) -> int:
@@ -322,14 +357,31 @@ class _Worker:
 
     def _death_error(self, returncode: int | None, payload: dict[str, Any], index: int) -> BatchFailedError:
         culprit = _pair_id(payload, index)
+        limit = f"limit {self.key.memory_mb} MiB of address space"
         if returncode == EXIT_MEMORY or returncode == -signal.SIGKILL:
+            message = f"the metric worker ran out of memory{_activity(payload, index)} ({limit})"
+            return BatchFailedError("memory", message, culprit_id=culprit)
+        crashed_by_signal = returncode is not None and -returncode in _MEMORY_CRASH_SIGNALS
+        if crashed_by_signal and index == IDLE_INDEX:
+            # The runtime had scored every pair and the worker died encoding the response, which needs a
+            # second copy of the results in memory: a huge per-label breakdown does this.
             message = (
-                f"the metric worker ran out of memory{_activity(payload, index)} "
-                f"(limit {self.key.memory_mb} MiB of address space)"
+                f"the metric worker crashed with {_exit_status(returncode)} while encoding the batch's results, "
+                f"most likely because they did not fit in memory ({limit})"
             )
-            return BatchFailedError("memory", message + self._stderr.describe(), culprit_id=culprit)
+            return BatchFailedError("memory", message, culprit_id=culprit)
         message = f"the metric worker process exited with {_exit_status(returncode)}{_activity(payload, index)}"
-        return BatchFailedError("crash", message + self._stderr.describe(), culprit_id=culprit)
+        if crashed_by_signal:
+            message += f", which can also mean it ran out of memory ({limit})"
+        return BatchFailedError("crash", message, culprit_id=culprit)
+
+    def kill(self) -> None:
+        """Kill the worker's process group from another thread; the thread running its batch cleans up."""
+        self.cancelled = True
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the whole group has already exited
 
     def stop(self, *, exit_wait: float = 0.0) -> int | None:
         """Kill the worker's process group, reap it, remove its files; return its exit status.
@@ -354,10 +406,14 @@ class _Worker:
                 logger.warning("metric worker did not exit after SIGKILL", extra={"pid": self._process.pid})
             self._stderr.join(STOP_TIMEOUT_SECONDS)
             self._close_pipes()
-            self._index.close()
-            Path(self._index_path).unlink(missing_ok=True)
-            shutil.rmtree(self._scratch_dir, ignore_errors=True)
+            self._remove_files()
         return self._process.returncode
+
+    def _remove_files(self) -> None:
+        if not self._index.closed:
+            self._index.close()
+        Path(self._index_path).unlink(missing_ok=True)
+        shutil.rmtree(self._scratch_dir, ignore_errors=True)
 
 
 def _pair_id(payload: dict[str, Any], index: int) -> str | None:
@@ -369,11 +425,13 @@ def _pair_id(payload: dict[str, Any], index: int) -> str | None:
 
 
 def _activity(payload: dict[str, Any], index: int) -> str:
-    """Return what the worker was doing at `index`, as a phrase to append to an error message."""
+    """Return what the worker was doing at `index`, as a phrase to append to an error message.
+
+    The pair is not named: the message lands on that pair's record, and pair ids are internal.
+    """
     if index == LOADING_INDEX:
         return " while importing metric.py"
-    pair_id = _pair_id(payload, index)
-    return f" on pair {pair_id!r}" if pair_id is not None else ""
+    return " while scoring this pair" if _pair_id(payload, index) is not None else ""
 
 
 def _import_failure_response(payload: dict[str, Any], failure: BatchFailedError) -> dict[str, Any]:
@@ -394,20 +452,26 @@ class WorkerPool:
     """At most `size` worker processes, shared by any number of threads.
 
     `invoke` blocks while all workers are busy. `on_log(code_dir, line)`, if given, receives every line a
-    worker writes to stderr (user prints and the runtime's batch log), cut to 500 characters. It runs on
-    a drain thread, so it must be quick and must bound what it stores.
+    worker writes to stderr (user prints and the runtime's batch log), cut to 500 characters.
+    `on_output(code_dir, line, request_id)` receives the same lines with the request id of the batch
+    that was running. Both run on a drain thread, so they must be quick and must bound what they store.
     """
 
-    def __init__(self, size: int, *, on_log: LogCallback | None = None) -> None:
+    def __init__(
+        self, size: int, *, on_log: LogCallback | None = None, on_output: OutputCallback | None = None
+    ) -> None:
         if size < 1:
             raise ValueError(f"invalid worker pool size {size}: expected at least 1")
         self.size = size
         self._on_log = on_log
+        self._on_output = on_output
         self._condition = threading.Condition()
         self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
         self._slots_taken = 0
         self._closed = False
         self._control_dir = tempfile.mkdtemp(prefix="custom-metrics-pool-")
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="custom-metrics-spawn")
 
     def invoke(self, code_dir: Path, payload: dict[str, Any], timeout: float, memory_mb: int) -> dict[str, Any]:
         """Run one batch of `payload` with the metric in `code_dir`; return the runtime's response.
@@ -430,7 +494,9 @@ class WorkerPool:
                     raise RuntimeError("the worker pool is closed; create a new WorkerPool")
                 for position in range(len(self._idle) - 1, -1, -1):
                     if self._idle[position].key == key:
-                        return self._idle.pop(position)
+                        worker = self._idle.pop(position)
+                        self._busy.add(worker)
+                        return worker
                 if self._slots_taken < self.size:
                     self._slots_taken += 1
                     break
@@ -444,17 +510,25 @@ class WorkerPool:
 
     def _start(self, key: _WorkerKey) -> _Worker:
         try:
-            worker = _Worker(key, self._control_dir, self._on_log)
+            worker = _Worker(key, self._control_dir, self._spawner, self._on_log, self._on_output)
             worker.wait_ready(STARTUP_TIMEOUT_SECONDS)
         except BaseException:
             with self._condition:
                 self._slots_taken -= 1
                 self._condition.notify()
             raise
+        with self._condition:
+            closed = self._closed
+            if not closed:
+                self._busy.add(worker)
+        if closed:
+            self._release(worker)
+            raise RuntimeError("the worker pool was closed while a worker started; create a new WorkerPool")
         return worker
 
     def _release(self, worker: _Worker) -> None:
         with self._condition:
+            self._busy.discard(worker)
             keep = worker.alive and not self._closed
             if keep:
                 self._idle.append(worker)
@@ -465,14 +539,21 @@ class WorkerPool:
             worker.stop()
 
     def close(self) -> None:
-        """Stop idle workers now and busy ones when their batch ends; later invokes raise RuntimeError."""
+        """Stop idle workers and kill busy ones now; their invokes raise BatchFailedError("cancelled").
+
+        Later invokes raise RuntimeError. The threads running the killed batches remove those workers' files.
+        """
         with self._condition:
             self._closed = True
             idle, self._idle = self._idle, []
+            busy = list(self._busy)
             self._slots_taken -= len(idle)
             self._condition.notify_all()
+        for worker in busy:
+            worker.kill()
         for worker in idle:
             worker.stop()
+        self._spawner.shutdown(wait=False)
         shutil.rmtree(self._control_dir, ignore_errors=True)
 
     def __enter__(self) -> WorkerPool:

@@ -26,8 +26,9 @@ from custom_metrics.service import MetricService
 
 logger = logging.getLogger(__name__)
 
-# API Gateway accepts at most 10 MB; locally larger exports are allowed up to this size.
-DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
+# API Gateway accepts at most 10 MB; locally larger exports are allowed up to this size. Parsing
+# takes roughly 30 times the body size in memory, so larger exports belong in agreement jobs.
+DEFAULT_MAX_BODY_BYTES = 100 * 1024 * 1024
 MAX_DISCARD_BYTES = 1024 * 1024 * 1024
 STAGE = "local"
 
@@ -114,7 +115,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         try:
             length = int(length_header)
         except ValueError:
-            self._send_error(HTTPStatus.BAD_REQUEST, f"Content-Length {length_header!r} is not a number")
+            length = -1
+        if length < 0:
+            self._send_error(HTTPStatus.BAD_REQUEST, f"Content-Length {length_header!r} is not a byte count")
             return None
         if length > self.server.max_body_bytes:
             self._discard_body(length)

@@ -86,9 +86,12 @@ def check_source(source: str) -> CheckReport:
     try:
         tree = ast.parse(source, filename="metric.py")
     except SyntaxError as exc:
-        report.errors.append(f"syntax error at line {exc.lineno}, column {exc.offset}: {exc.msg}")
+        if exc.lineno is None:  # Python 3.11 reports a null byte without a position.
+            report.errors.append(f"syntax error: {exc.msg}; remove it from the source")
+        else:
+            report.errors.append(f"syntax error at line {exc.lineno}, column {exc.offset}: {exc.msg}")
         return report
-    except ValueError as exc:  # null bytes in the source
+    except ValueError as exc:  # null bytes in the source, on Python versions that raise ValueError
         report.errors.append(f"metric source cannot be parsed: {exc}")
         return report
 
@@ -177,6 +180,12 @@ def _check_signature(definition: ast.FunctionDef, report: CheckReport) -> None:
 def _warn_about_imports(tree: ast.Module, report: CheckReport) -> None:
     third_party: set[str] = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            report.errors.append(
+                f"relative import at line {node.lineno}: metric.py is deployed as a single module, not a "
+                "package; import absolute names or put the code in the file"
+            )
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

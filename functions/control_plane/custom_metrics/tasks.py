@@ -40,6 +40,13 @@ class Task:
     annotations: list[Item] = field(default_factory=list)
     predictions: list[Item] = field(default_factory=list)
     cancelled: int = 0
+    # What export-level warnings need to know of a task, kept so batch jobs can carry it along.
+    has_id: bool = True
+    has_items: bool = True
+    ground_truths: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"has_id": self.has_id, "has_items": self.has_items, "ground_truths": self.ground_truths}
 
 
 @dataclass(frozen=True)
@@ -100,17 +107,47 @@ def parse_export(data: Any) -> Export:
         )
     export = Export(tasks=[])
     for index, raw in enumerate(data):
-        export.tasks.append(_parse_task(raw, index, export.warnings))
+        export.tasks.append(parse_task(raw, index, export.warnings))
     return export
 
 
-def _parse_task(raw: Any, index: int, warnings: list[str]) -> Task:
+def export_warnings(tasks: list[Task], mode: str) -> list[str]:
+    """Warn about an export that parses but is likely not what the user meant to score in `mode`."""
+    warnings = []
+    if tasks and not any(task.has_items for task in tasks):
+        warnings.append(
+            "no task has `annotations` or `predictions`; is this a Label Studio JSON export "
+            "(not JSON-MIN or CSV)? Export the project as JSON"
+        )
+    missing = sum(1 for task in tasks if not task.has_id)
+    if missing:
+        warnings.append(f"{missing} task(s) have no `id`; they are named by their position in the export")
+    seen: dict[Any, int] = {}
+    for task in tasks:
+        if task.has_id and isinstance(task.key, str | int):
+            seen[task.key] = seen.get(task.key, 0) + 1
+    repeated = sorted(str(key) for key, count in seen.items() if count > 1)
+    if repeated:
+        listed = ", ".join(repeated[:5]) + (" ..." if len(repeated) > 5 else "")
+        warnings.append(f"task ids repeat ({listed}); each copy is scored on its own, see `task_index`")
+    if mode == "ground_truth":
+        if tasks and not any(task.ground_truths for task in tasks):
+            warnings.append("no task has a `ground_truth: true` annotation, so `ground_truth` mode scores no pair")
+        several = sum(1 for task in tasks if task.ground_truths > 1)
+        if several:
+            warnings.append(f"{several} task(s) have several ground-truth annotations; the first one is the reference")
+    return warnings
+
+
+def parse_task(raw: Any, index: int, warnings: list[str]) -> Task:
+    """Read the task at position `index` of an export; batch jobs parse tasks one at a time with it."""
     if not isinstance(raw, dict):
         raise InvalidInputError(
             f"task at position {index} is a JSON {_json_type(raw)}, expected an object with `annotations`"
         )
     key = raw.get("id", index)
-    task = Task(key=key, index=index)
+    has_items = any(name in raw for name in ("annotations", "completions", "predictions"))
+    task = Task(key=key, index=index, has_id="id" in raw, has_items=has_items)
     annotations = raw.get("annotations", raw.get("completions", []))
     if annotations is None:
         annotations = []
@@ -134,6 +171,7 @@ def _parse_task(raw: Any, index: int, warnings: list[str]) -> Task:
         task.predictions.append(_parse_item(prediction, KIND_PREDICTION, key, position))
     if skipped:
         warnings.append(f"task {key!r}: {skipped} prediction(s) are ids without results and were left out")
+    task.ground_truths = sum(1 for item in task.annotations if item.ground_truth)
     return task
 
 

@@ -7,10 +7,16 @@ because they ship in a Lambda layer.
 
 Per pair, with per_label false, agreement(annotation_1, annotation_2, False) must return a score: a
 finite number in [0, 1] (see `validation` for what counts). With per_label true it is called twice, once
-with False for the score and once with True for the breakdown. The breakdown is a dict of str label to
-score. A plain number there means "no per-label breakdown" and leaves per_label None without an error.
-An exception or an invalid value becomes that pair's error, and the other pairs still run. A pair with
-an error has score and per_label None.
+with False for the score and once with True for the breakdown. The breakdown is a dict of label name to
+score; int label keys are converted to str, and bool keys are rejected. A plain number there means "no
+per-label breakdown" and leaves per_label None without an error. An exception or an invalid value in the
+score call becomes that pair's `error`, and the other pairs still run. A pair with an error has score and
+per_label None. An exception or an invalid value in the per_label=True call only sets the pair's
+`per_label_error` (same shape as `error`) and leaves per_label None. The score is kept, so asking for a
+breakdown never changes the project agreement.
+
+Each error's `line` is the metric.py line that raised. For an invalid return value it is None, because
+finding the line of the `return` would need a trace function on every call of agreement().
 
 The batch stops shortly before the invocation deadline (see `deadline`): the pair running then gets a
 TimeoutError and the pairs not started are returned in `not_run` for the caller to send again.
@@ -86,15 +92,17 @@ def handle_batch(
     started = time.monotonic()
     pairs, per_label = _read_event(event)
     deadline = _deadline_from(context, started)
+    memory_limit_mb = _memory_limit_mb(context)
     with deadline.armed():
         if on_pair_start is not None:
             on_pair_start(LOADING_INDEX)
-        metric = load_metric(code_dir, deadline)
+        metric = load_metric(code_dir, deadline, memory_limit_mb)
         not_run: list[str] = []
         if metric.error is not None:
             results = [_result(pair["id"], error=metric.error) for pair in pairs]
         else:
-            results, not_run = _score_batch(metric, pairs, per_label, deadline, on_pair_start)
+            scorer = _PairScorer(metric, per_label, deadline, memory_limit_mb)
+            results, not_run = _score_batch(scorer, pairs, deadline, on_pair_start)
     _log_batch(event, context, results, not_run, started)
     return {"results": results, "not_run": not_run}
 
@@ -121,10 +129,18 @@ def _deadline_from(context: Any, started: float) -> Deadline:
     return Deadline(started + remaining - safety_margin(remaining), timeout)
 
 
+def _memory_limit_mb(context: Any) -> int | None:
+    # Lambda's context has memory_limit_in_mb as a str; the local worker's context has an int.
+    value: Any = getattr(context, "memory_limit_in_mb", None)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _score_batch(
-    metric: LoadedMetric,
+    scorer: _PairScorer,
     pairs: list[dict[str, Any]],
-    per_label: bool,
     deadline: Deadline,
     on_pair_start: PairStartCallback | None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -134,29 +150,47 @@ def _score_batch(
             return results, [pending["id"] for pending in pairs[index:]]
         if on_pair_start is not None:
             on_pair_start(index)
-        results.append(_score_pair(metric, pair, per_label, deadline))
+        results.append(scorer.score(pair))
     return results, []
 
 
-def _score_pair(metric: LoadedMetric, pair: dict[str, Any], per_label: bool, deadline: Deadline) -> dict[str, Any]:
-    pair_id: str = pair["id"]
-    annotation_1, annotation_2 = pair["annotation_1"], pair["annotation_2"]
-    try:
-        score = to_score(metric.call(deadline, annotation_1, annotation_2, False))
-        breakdown = None
-        if per_label and metric.passing is not PerLabelPassing.NOT_ACCEPTED:
-            breakdown = to_per_label(metric.call(deadline, annotation_1, annotation_2, True))
-    except PairTimeout as exc:
-        return _result(pair_id, error=describe_timeout(exc, metric.path, deadline.timeout_seconds, "agreement()"))
-    except InvalidReturnValue as exc:
-        return _result(pair_id, error={"type": "InvalidReturnValue", "message": str(exc), "line": None})
-    except BaseException as exc:  # noqa: BLE001 - any failure of user code, SystemExit included, stays per pair
-        return _result(pair_id, error=describe_exception(exc, metric.path))
-    return {"id": pair_id, "score": score, "per_label": breakdown, "error": None}
+class _PairScorer:
+    """Calls agreement() for one pair and turns its return value or exception into the pair's result."""
+
+    def __init__(self, metric: LoadedMetric, per_label: bool, deadline: Deadline, memory_limit_mb: int | None) -> None:
+        self.metric = metric
+        self.deadline = deadline
+        self.memory_limit_mb = memory_limit_mb
+        self.wants_breakdown = per_label and metric.passing is not PerLabelPassing.NOT_ACCEPTED
+
+    def score(self, pair: dict[str, Any]) -> dict[str, Any]:
+        pair_id: str = pair["id"]
+        annotation_1, annotation_2 = pair["annotation_1"], pair["annotation_2"]
+        try:
+            score = to_score(self.metric.call(self.deadline, annotation_1, annotation_2, False))
+        except BaseException as exc:  # noqa: BLE001 - any failure of user code, SystemExit included, stays per pair
+            return _result(pair_id, error=self._describe(exc))
+        breakdown: dict[str, float] | None = None
+        per_label_error: dict[str, Any] | None = None
+        if self.wants_breakdown:
+            try:
+                breakdown = to_per_label(self.metric.call(self.deadline, annotation_1, annotation_2, True))
+            except BaseException as exc:  # noqa: BLE001 - the breakdown's failure must not discard the score
+                per_label_error = self._describe(exc)
+        result: dict[str, Any] = {"id": pair_id, "score": score, "per_label": breakdown, "error": None}
+        result["per_label_error"] = per_label_error
+        return result
+
+    def _describe(self, exc: BaseException) -> dict[str, Any]:
+        if isinstance(exc, PairTimeout):
+            return describe_timeout(exc, self.metric.path, self.deadline.timeout_seconds, "agreement()")
+        if isinstance(exc, InvalidReturnValue):
+            return {"type": "InvalidReturnValue", "message": str(exc), "line": None}
+        return describe_exception(exc, self.metric.path, self.memory_limit_mb)
 
 
 def _result(pair_id: str, *, error: dict[str, Any]) -> dict[str, Any]:
-    return {"id": pair_id, "score": None, "per_label": None, "error": error}
+    return {"id": pair_id, "score": None, "per_label": None, "error": error, "per_label_error": None}
 
 
 def _log_batch(

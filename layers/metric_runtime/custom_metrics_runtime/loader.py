@@ -67,17 +67,17 @@ def default_code_dir() -> Path:
     return Path(os.environ.get("LAMBDA_TASK_ROOT", DEFAULT_CODE_DIR))
 
 
-def load_metric(code_dir: Path, deadline: Deadline) -> LoadedMetric:
+def load_metric(code_dir: Path, deadline: Deadline, memory_limit_mb: int | None = None) -> LoadedMetric:
     """Return the cached metric of `code_dir`, importing metric.py under `deadline` on first use."""
     path = str((code_dir / METRIC_FILE).resolve())
     loaded = _cache.get(path)
     if loaded is None:
-        loaded = _import_metric(path, deadline)
+        loaded = _import_metric(path, deadline, memory_limit_mb)
         _cache[path] = loaded
     return loaded
 
 
-def _import_metric(path: str, deadline: Deadline) -> LoadedMetric:
+def _import_metric(path: str, deadline: Deadline, memory_limit_mb: int | None) -> LoadedMetric:
     spec = importlib.util.spec_from_file_location(MODULE_NAME, path)
     if spec is None or spec.loader is None:
         return _failed(path, "ImportError", f"cannot import {path}: not a Python source file")
@@ -91,7 +91,7 @@ def _import_metric(path: str, deadline: Deadline) -> LoadedMetric:
         return LoadedMetric(path, None, PerLabelPassing.NOT_ACCEPTED, error)
     except BaseException as exc:  # noqa: BLE001 - any failure of user code at import time is reported per pair
         sys.modules.pop(MODULE_NAME, None)
-        return LoadedMetric(path, None, PerLabelPassing.NOT_ACCEPTED, describe_exception(exc, path))
+        return LoadedMetric(path, None, PerLabelPassing.NOT_ACCEPTED, describe_exception(exc, path, memory_limit_mb))
     function = getattr(module, FUNCTION_NAME, None)
     if not callable(function):
         return _failed(
@@ -144,19 +144,32 @@ def _with_location(text: str, line: int | None) -> str:
     return f"{text} ({METRIC_FILE}, line {line})" if line is not None else text
 
 
-def describe_exception(exc: BaseException, metric_path: str) -> dict[str, Any]:
+def describe_exception(exc: BaseException, metric_path: str, memory_limit_mb: int | None = None) -> dict[str, Any]:
     """Return the per-pair error for an exception raised by user code.
 
     The line is that of the innermost frame in metric.py, so an error raised inside a library names the
-    user's line that called it.
+    user's line that called it. A MemoryError gets a message naming `memory_limit_mb`, because its own
+    text is usually empty.
     """
     line = metric_line(exc, metric_path)
-    try:
-        text = str(exc)
-    except Exception:  # noqa: BLE001 - a user exception's __str__ may raise anything
-        text = ""
-    text = clean_text(text or "raised with no message", MESSAGE_LIMIT)
+    if isinstance(exc, MemoryError):
+        text = describe_memory_error(memory_limit_mb)
+    else:
+        try:
+            text = str(exc)
+        except Exception:  # noqa: BLE001 - a user exception's __str__ may raise anything
+            text = ""
+        text = clean_text(text or "raised with no message", MESSAGE_LIMIT)
     return {"type": type(exc).__name__, "message": _with_location(text, line), "line": line}
+
+
+def describe_memory_error(memory_limit_mb: int | None) -> str:
+    """Return the message for a MemoryError in user code, naming the memory limit when it is known."""
+    limit = f" (limit {memory_limit_mb} MiB)" if memory_limit_mb is not None else ""
+    return (
+        f"the metric ran out of memory{limit}; reduce its memory use on this pair "
+        "or deploy it with a larger memory size"
+    )
 
 
 def describe_timeout(exc: BaseException | None, metric_path: str, timeout_seconds: float, what: str) -> dict[str, Any]:

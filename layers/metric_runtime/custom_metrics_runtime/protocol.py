@@ -18,6 +18,9 @@ PAIR_INDEX = struct.Struct("<q")
 IDLE_INDEX = -1
 LOADING_INDEX = -2
 READY_FRAME = b'{"ready":true}'
+# Before each batch the worker writes this prefix and the batch's request id as one line on stderr. The
+# supervisor takes the line off the output and tags the lines that follow with that request id.
+REQUEST_MARKER = "\x1ecustom-metrics-request "
 
 # Exit status of a worker that ran out of memory outside user code (while decoding or encoding a frame).
 EXIT_MEMORY = 86

@@ -4,8 +4,9 @@ A score is a finite real number in [0, 1]. Python ints, floats, fractions and nu
 converted to float. Booleans (including numpy.bool_) are rejected even though Python treats them as ints,
 because `return a == b` is a common bug that would otherwise pass silently as 0 or 1.
 
-A per-label breakdown is a mapping from str label names to scores. A plain number returned from the
-per_label=True call means the metric has no breakdown: the pair's per_label is None and no error is set.
+A per-label breakdown is a mapping from label names to scores. Names are str; int keys (numpy integers
+included) are converted to str, and bool keys are rejected. A plain number returned from the per_label=True
+call means the metric has no breakdown: the pair's per_label is None and no error is set.
 """
 
 from __future__ import annotations
@@ -98,10 +99,15 @@ def to_per_label(value: object) -> dict[str, float] | None:
 
 
 def _label_name(key: Any) -> str:
+    # Int keys (class indices) are common and unambiguous, so they become their decimal text. Bools are
+    # rejected, because a True key usually means a comparison was used where a label name was meant.
     if isinstance(key, str):
         return str(key)
+    if isinstance(key, numbers.Integral) and not _is_bool(key):
+        return str(int(key))
     raise InvalidReturnValue(
-        f"agreement(..., per_label=True) returned a dict with key {_describe(key)}; expected str label names as keys"
+        f"agreement(..., per_label=True) returned a dict with key {_describe(key)}; "
+        "expected str (or int) label names as keys"
     )
 
 

@@ -15,7 +15,14 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 
-from custom_metrics.api import agreement_routes, metric_routes, sdk_routes, statistics_routes, webhook_routes
+from custom_metrics.api import (
+    agreement_routes,
+    job_routes,
+    metric_routes,
+    sdk_routes,
+    statistics_routes,
+    webhook_routes,
+)
 from custom_metrics.errors import ServiceError
 from custom_metrics.service import MetricService
 
@@ -26,6 +33,7 @@ def build_resolver(service: Callable[[], MetricService]) -> APIGatewayRestResolv
     app = APIGatewayRestResolver()
     app.include_router(metric_routes.build_router(service))
     app.include_router(agreement_routes.build_router(service))
+    app.include_router(job_routes.build_router(service))
     app.include_router(statistics_routes.build_router())
     app.include_router(webhook_routes.build_router(service))
     app.include_router(sdk_routes.build_router(service))

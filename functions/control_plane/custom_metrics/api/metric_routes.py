@@ -1,4 +1,4 @@
-"""Routes of a project's metric: deploy, describe, delete, list, check, logs."""
+"""Routes of a project's metric: deploy, describe, delete, list, check, logs, versions, rollback."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ def build_router(service: Callable[[], MetricService]) -> Router:
             prefix=body.get("prefix"),
             timeout=body.get("timeout"),
             memory_size=body.get("memory_size"),
+            force=body.get("force", False),
+            trial_tasks=body.get("trial_tasks"),
         )
         status = 201 if result["result"] == "created" else 200
         return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=result)
@@ -43,6 +45,15 @@ def build_router(service: Callable[[], MetricService]) -> Router:
     @router.delete("/projects/<project>/metric")
     def delete_metric(project: str) -> dict[str, Any]:
         return service().delete_metric(project, router.current_event.get_query_string_value("prefix"))
+
+    @router.get("/projects/<project>/metric/versions")
+    def metric_versions(project: str) -> dict[str, Any]:
+        return service().versions(project, router.current_event.get_query_string_value("prefix"))
+
+    @router.post("/projects/<project>/metric/rollback")
+    def rollback_metric(project: str) -> dict[str, Any]:
+        body = json_body(router, "rollback")
+        return service().rollback(project, body["version"], body.get("prefix"))
 
     @router.get("/metrics")
     def list_metrics() -> dict[str, Any]:

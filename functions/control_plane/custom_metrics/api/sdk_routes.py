@@ -50,6 +50,7 @@ from custom_metrics.errors import (
     PayloadTooLargeError,
     ServiceError,
 )
+from custom_metrics.labelstudio.stores import open_metric_param_store
 from custom_metrics.service import MetricService
 
 logger = logging.getLogger(__name__)
@@ -135,11 +136,10 @@ class LocalMetricParamStore:
 
 
 def default_metric_param_store(service: MetricService) -> MetricParamStore | None:
-    """Return the store that fits the service's backend, or None when the backend has none."""
+    """Return the store that fits the service's backend, else the stack's S3 store, else None."""
     if isinstance(service.backend, LocalBackend):
         return LocalMetricParamStore(service.backend.state_dir)
-    # NOTE: no store exists yet for the Lambda backend, so the metricparam routes return 501 there.
-    return None
+    return open_metric_param_store()
 
 
 # Middlewares -----------------------------------------------------------------------------------
@@ -385,7 +385,8 @@ def metric_param_body(stored: Mapping[str, Any]) -> dict[str, Any]:
 def _require_store(store: MetricParamStore | None) -> MetricParamStore:
     if store is None:
         raise NotImplementedOnBackendError(
-            "metric parameters are stored only by the local backend (`custom-metrics serve`); "
-            "this deployment runs on AWS Lambda, where the metricparam routes are not implemented yet"
+            "the metricparam routes are not implemented without a store of metric parameters: the local "
+            "backend's state folder (`custom-metrics serve`), or on AWS Lambda the bucket named by "
+            "CUSTOM_METRICS_LABEL_STUDIO_BUCKET, which the SAM stack sets"
         )
     return store

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -21,13 +22,21 @@ def _validator(schema_name: str) -> Draft202012Validator:
 
 def json_body(router: Router, schema_name: str) -> dict[str, Any]:
     """Parse the request body as JSON and validate it; raise InvalidInputError naming the field."""
-    raw = router.current_event.decoded_body
+    try:
+        raw = router.current_event.decoded_body
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"the request body is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "send JSON encoded as UTF-8"
+        ) from exc
     if not raw:
         raise InvalidInputError("the request body is empty; send a JSON object")
     try:
         body = json.loads(raw)
     except ValueError as exc:
         raise InvalidInputError(f"the request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidInputError("the request body nests JSON arrays or objects too deeply to parse") from exc
     errors = sorted(_validator(schema_name).iter_errors(body), key=lambda error: list(error.absolute_path))
     if errors:
         problems = [_describe(error) for error in errors[:10]]
@@ -63,6 +72,9 @@ def query_float(router: Router, name: str, default: float) -> float:
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as exc:
         raise InvalidInputError(f"query parameter {name}={raw!r} is not a number of Unix seconds") from exc
+    if not math.isfinite(value):
+        raise InvalidInputError(f"query parameter {name}={raw!r} is not a finite number of Unix seconds")
+    return value

@@ -9,6 +9,11 @@ A deploy that changes code or configuration takes two Lambda updates, so it tags
 the time it started and removes the tag when the last step succeeds. While that tag is present,
 `get` reports the function as Pending, or as Failed once the deploy is older than its deadline, so
 a function left with new code and old configuration is never reported Active.
+
+Versions: a deploy that changes code or configuration updates `$LATEST` and publishes a version
+(CreateFunction publishes version 1). Invocations name the alias `live`, which `set_live` creates or
+moves after the service's trial of the new version. `get` and `list` describe the version `live`
+points at. The trial outcome of each version is kept in the function tag `TRIALS_TAG`.
 """
 
 from __future__ import annotations
@@ -39,12 +44,16 @@ from custom_metrics.backends.aws_client import (
 from custom_metrics.backends.aws_logs import query_function_logs
 from custom_metrics.backends.aws_status import (
     DEPLOY_MARKER_TAG,
+    TRIALS_TAG,
     configuration_changes,
     diff_tags,
+    format_trials,
     function_status,
     normalize_timestamp,
+    parse_trials,
 )
 from custom_metrics.backends.base import (
+    LIVE_ALIAS,
     STATUS_FAILED,
     STATUS_PENDING,
     BatchFailedError,
@@ -54,6 +63,8 @@ from custom_metrics.backends.base import (
     FunctionSpec,
     LogRow,
     ThrottledError,
+    VersionInfo,
+    ensure_same_project,
 )
 from custom_metrics.errors import (
     BackendError,
@@ -84,7 +95,9 @@ RUNTIME_HANDLER = "custom_metrics_runtime.handler.lambda_handler"
 FUNCTION_NAME_PREFIX = f"{FUNCTION_NAME_BASE}-"
 # Lambda's limit for the request and for the response of a synchronous invocation.
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
-MAX_BATCH_PAIRS = 1000
+# Just under the 5,242 pairs whose estimated responses (1,200 bytes each, the orchestrator's
+# RESPONSE_BYTES_PER_PAIR) fit in MAX_PAYLOAD_BYTES.
+MAX_BATCH_PAIRS = 5000
 # The layer is built on x86_64 (its compiled wheels are manylinux x86_64).
 ARCHITECTURE: Literal["x86_64"] = "x86_64"
 # A deploy marker older than the deploy deadline plus this margin belongs to a deploy that died.
@@ -110,6 +123,10 @@ class LambdaBackend:
     """Stores metric functions as Lambda functions and invokes them synchronously."""
 
     kind = "lambda"
+    # Each invocation has a fixed cost, so batches are filled to the byte and pair limits rather than
+    # split over max_concurrency. NOTE: a small job then runs in few invocations, which is slower than
+    # spreading it when the metric spends seconds of CPU per batch.
+    spread_small_jobs = False
 
     def __init__(
         self,
@@ -148,22 +165,90 @@ class LambdaBackend:
             existing = self._get_function(spec.name)
         except FunctionNotFoundError:
             return self._create(spec, deadline)
-        return self._update(spec, existing, deadline)
+        ensure_same_project(spec.name, existing.get("Tags", {}).get(MANAGED_TAG_PROJECT), spec.project)
+        return self._update(spec, existing, self._get_live(spec.name), deadline)
 
     def get(self, name: str) -> FunctionInfo:
         response = self._get_function(name)
-        return self._info(response, source=self._read_source(name, response))
+        live = self._get_live(name)
+        return self._info(response, live, source=self._read_source(name, live or response))
 
     def list(self) -> builtins.list[FunctionInfo]:
-        # NOTE: ListFunctions returns neither State nor tags, so each metric function costs one
-        # GetFunction call; an account with hundreds of them makes this route slow.
+        # NOTE: ListFunctions returns neither State nor tags, and GetFunction on the alias omits the
+        # tags. So each metric function costs two GetFunction calls, and hundreds of them make this slow.
         infos = []
         for name in self._list_names():
             try:
-                infos.append(self._info(self._get_function(name)))
+                infos.append(self._info(self._get_function(name), self._get_live(name)))
             except FunctionNotFoundError:
                 logger.info("function deleted while listing", extra={"function": name})
         return infos
+
+    # Versions ------------------------------------------------------------------------------
+
+    def versions(self, name: str) -> builtins.list[VersionInfo]:
+        response = self._get_function(name)
+        trials = parse_trials(response.get("Tags", {}).get(TRIALS_TAG))
+        live = self._live_version(name)
+        versions: builtins.list[VersionInfo] = []
+        marker: str | None = None
+        while True:
+            with aws_errors(name, "ListVersionsByFunction"):
+                page = (
+                    self._lambda.list_versions_by_function(FunctionName=name, Marker=marker)
+                    if marker
+                    else self._lambda.list_versions_by_function(FunctionName=name)
+                )
+            for configuration in page.get("Versions", []):
+                number = configuration.get("Version", "")
+                if number.isdigit():
+                    versions.append(
+                        VersionInfo(
+                            version=number,
+                            code_sha256=configuration.get("CodeSha256", ""),
+                            created=normalize_timestamp(configuration.get("LastModified", "")),
+                            trial=trials.get(number),
+                            live=number == live,
+                        )
+                    )
+            marker = page.get("NextMarker")
+            if not marker:
+                return sorted(versions, key=lambda version: int(version.version))
+
+    def set_live(self, name: str, version: str) -> FunctionInfo:
+        deadline = Deadline(self.settings.deploy_deadline_seconds, self._clock)
+        alias_exists = self._live_version(name) is not None
+
+        def point_alias() -> None:
+            if alias_exists:
+                with aws_errors(name, "UpdateAlias"):
+                    self._lambda.update_alias(FunctionName=name, Name=LIVE_ALIAS, FunctionVersion=version)
+            else:
+                with aws_errors(name, "CreateAlias"):
+                    self._lambda.create_alias(FunctionName=name, Name=LIVE_ALIAS, FunctionVersion=version)
+
+        self._retry_busy(point_alias, deadline, name, "UpdateAlias" if alias_exists else "CreateAlias")
+        logger.info("live version moved", extra={"function": name, "version": version})
+        return self._info(self._get_function(name), self._get_live(name))
+
+    def record_trial(self, name: str, version: str, outcome: str) -> None:
+        response = self._get_function(name)
+        trials = parse_trials(response.get("Tags", {}).get(TRIALS_TAG))
+        trials[version] = outcome
+        deadline = Deadline(self.settings.deploy_deadline_seconds, self._clock)
+        try:
+            self._tag(name, response["Configuration"]["FunctionArn"], {TRIALS_TAG: format_trials(trials)}, deadline)
+        except LambdaParameterError:
+            # NOTE: Lambda rejects the tag when the function already has 50; the outcome is then not kept.
+            logger.warning("trial outcome not recorded", extra={"function": name, "version": version})
+
+    def save_trial_tasks(self, name: str, sample: dict[str, Any]) -> None:
+        # NOTE: the stack has no store for recently scored tasks yet, so on Lambda the trial uses the
+        # deploy request's tasks or the built-in pairs only.
+        return None
+
+    def trial_tasks(self, name: str) -> dict[str, Any] | None:
+        return None
 
     def delete(self, name: str) -> None:
         deadline = Deadline(self.settings.deploy_deadline_seconds, self._clock)
@@ -177,18 +262,20 @@ class LambdaBackend:
 
     # Invocation ----------------------------------------------------------------------------
 
-    def invoke(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def invoke(self, name: str, payload: dict[str, Any], qualifier: str = LIVE_ALIAS) -> dict[str, Any]:
         body: bytes = orjson.dumps(payload)
         if len(body) > MAX_PAYLOAD_BYTES:
             raise BatchFailedError(
-                "function_error",
+                "payload_too_large",
                 f"the batch request is {len(body)} bytes, over Lambda's limit of {MAX_PAYLOAD_BYTES} bytes "
                 "for a synchronous invocation",
             )
         self._record("Invocations", 1)
         try:
             with aws_errors(name, "Invoke"):
-                response = self._lambda.invoke(FunctionName=name, InvocationType="RequestResponse", Payload=body)
+                response = self._lambda.invoke(
+                    FunctionName=name, Qualifier=qualifier, InvocationType="RequestResponse", Payload=body
+                )
         except ThrottledError:
             self._record("Throttles", 1)
             raise
@@ -197,7 +284,7 @@ class LambdaBackend:
             self._record("Throttles", 1)
             raise ThrottledError(f"function {name!r} is not ready to run yet: {error.message}") from error
         except PayloadTooLargeError as error:
-            raise BatchFailedError("function_error", error.message) from error
+            raise BatchFailedError("payload_too_large", error.message) from error
         raw = response["Payload"].read()
         function_error = response.get("FunctionError")
         if function_error:
@@ -230,6 +317,8 @@ class LambdaBackend:
     # Create --------------------------------------------------------------------------------
 
     def _create(self, spec: FunctionSpec, deadline: Deadline) -> DeployResult:
+        published: builtins.list[str] = []
+
         def create() -> None:
             with aws_errors(spec.name, "CreateFunction"):
                 response = self._lambda.create_function(
@@ -244,9 +333,10 @@ class LambdaBackend:
                     Layers=[self.settings.layer_arn],
                     Architectures=[ARCHITECTURE],
                     Tags=spec.tags,
-                    # NOTE: only the create publishes a version; updates change $LATEST in place.
+                    # Publishing here makes version 1, which the service's trial runs before `live` exists.
                     Publish=True,
                 )
+            published.append(response.get("Version", "1"))
             if response.get("CodeSha256") != spec.code_sha256:
                 logger.warning(
                     "Lambda's CodeSha256 differs from the package's SHA-256; redeploys will re-upload",
@@ -271,11 +361,17 @@ class LambdaBackend:
         logger.info("function created", extra={"function": spec.name, "code_sha256": spec.code_sha256})
         response = self._wait(spec.name, "function_active_v2", deadline)
         self._record("Deploys", 1)
-        return DeployResult(DeployOutcome.CREATED, self._info(response))
+        return DeployResult(DeployOutcome.CREATED, self._info(response, None), published[-1])
 
     # Update --------------------------------------------------------------------------------
 
-    def _update(self, spec: FunctionSpec, existing: GetFunctionResponseTypeDef, deadline: Deadline) -> DeployResult:
+    def _update(
+        self,
+        spec: FunctionSpec,
+        existing: GetFunctionResponseTypeDef,
+        live: GetFunctionResponseTypeDef | None,
+        deadline: Deadline,
+    ) -> DeployResult:
         configuration = existing["Configuration"]
         current_tags = dict(existing.get("Tags", {}))
         status, _ = function_status(configuration)
@@ -283,9 +379,14 @@ class LambdaBackend:
         code_changed = configuration.get("CodeSha256") != spec.code_sha256 or status == STATUS_FAILED
         changes = configuration_changes(configuration, self._desired_configuration(spec))
         tags_to_set, tags_to_remove = diff_tags(current_tags, spec.tags)
-        if not (code_changed or changes or tags_to_set or tags_to_remove):
+        # A Failed $LATEST makes the function report Failed even while `live` serves the spec, so it is repaired.
+        serves_spec = status != STATUS_FAILED and live is not None and self._serves(live["Configuration"], spec)
+        if serves_spec:
+            # $LATEST may still hold a version that failed its trial; it is replaced by the next change.
+            code_changed, changes = False, {}
+        if serves_spec and not (tags_to_set or tags_to_remove):
             logger.info("function unchanged", extra={"function": spec.name, "code_sha256": spec.code_sha256})
-            return DeployResult(DeployOutcome.UNCHANGED, self._info(existing))
+            return DeployResult(DeployOutcome.UNCHANGED, self._info(existing, live))
 
         arn = configuration["FunctionArn"]
         if code_changed or changes:
@@ -300,9 +401,34 @@ class LambdaBackend:
             self._tag(spec.name, arn, tags_to_set, deadline)
         if tags_to_remove:
             self._untag(spec.name, arn, tags_to_remove, deadline)
-        logger.info("function updated", extra={"function": spec.name, "code_sha256": spec.code_sha256})
+        candidate = None if serves_spec else self._publish(spec, deadline)
+        logger.info(
+            "function updated", extra={"function": spec.name, "code_sha256": spec.code_sha256, "version": candidate}
+        )
         self._record("Deploys", 1)
-        return DeployResult(DeployOutcome.UPDATED, self._info(self._get_function(spec.name)))
+        return DeployResult(
+            DeployOutcome.UPDATED, self._info(self._get_function(spec.name), self._get_live(spec.name)), candidate
+        )
+
+    def _serves(self, live: Mapping[str, Any], spec: FunctionSpec) -> bool:
+        """Tell whether the live version has the spec's code and configuration and is usable."""
+        if function_status(live)[0] == STATUS_FAILED or live.get("CodeSha256") != spec.code_sha256:
+            return False
+        return not configuration_changes(live, self._desired_configuration(spec))
+
+    def _publish(self, spec: FunctionSpec, deadline: Deadline) -> str:
+        """Publish $LATEST; Lambda returns the newest version instead when nothing changed since it."""
+        published: builtins.list[str] = []
+
+        def publish() -> None:
+            with aws_errors(spec.name, "PublishVersion"):
+                # CodeSha256 makes Lambda reject the call if another deploy changed the code meanwhile.
+                response = self._lambda.publish_version(FunctionName=spec.name, CodeSha256=spec.code_sha256)
+            published.append(response["Version"])
+
+        self._retry_busy(publish, deadline, spec.name, "PublishVersion")
+        self._wait(spec.name, "function_active_v2", deadline, qualifier=published[-1])
+        return published[-1]
 
     def _desired_configuration(self, spec: FunctionSpec) -> dict[str, Any]:
         return {
@@ -370,7 +496,9 @@ class LambdaBackend:
         except ThrottledError as error:
             raise _gave_up(name, operation, deadline) from error
 
-    def _wait(self, name: str, waiter_name: WaiterName, deadline: Deadline) -> GetFunctionResponseTypeDef:
+    def _wait(
+        self, name: str, waiter_name: WaiterName, deadline: Deadline, *, qualifier: str | None = None
+    ) -> GetFunctionResponseTypeDef:
         """Wait with Lambda's waiter until the function is ready; return its last GetFunction response.
 
         The waiter sleeps `waiter_delay` seconds between polls and stops after the attempts that fit in
@@ -385,8 +513,11 @@ class LambdaBackend:
             if waiter_name == "function_active_v2"
             else self._lambda.get_waiter("function_updated_v2")
         )
+        target: dict[str, Any] = {"FunctionName": name}
+        if qualifier is not None:
+            target["Qualifier"] = qualifier
         try:
-            waiter.wait(FunctionName=name, WaiterConfig={"Delay": delay, "MaxAttempts": attempts})
+            waiter.wait(**target, WaiterConfig={"Delay": delay, "MaxAttempts": attempts})
         except WaiterError as error:
             last: dict[str, Any] = dict(error.last_response or {})
             if "Error" in last:
@@ -400,11 +531,27 @@ class LambdaBackend:
                     details={"function": name, "status": status, "status_reason": reason},
                 ) from error
             logger.warning("function still %s at the deadline", status, extra={"function": name})
-        return self._get_function(name)
+        return self._get_function(name, qualifier)
 
-    def _get_function(self, name: str) -> GetFunctionResponseTypeDef:
+    def _get_function(self, name: str, qualifier: str | None = None) -> GetFunctionResponseTypeDef:
         with aws_errors(name, "GetFunction"):
-            return self._lambda.get_function(FunctionName=name)
+            if qualifier is None:
+                return self._lambda.get_function(FunctionName=name)
+            return self._lambda.get_function(FunctionName=name, Qualifier=qualifier)
+
+    def _get_live(self, name: str) -> GetFunctionResponseTypeDef | None:
+        """Return GetFunction on the `live` alias, or None when the function has no such alias."""
+        try:
+            return self._get_function(name, LIVE_ALIAS)
+        except FunctionNotFoundError:
+            return None
+
+    def _live_version(self, name: str) -> str | None:
+        try:
+            with aws_errors(name, "GetAlias"):
+                return self._lambda.get_alias(FunctionName=name, Name=LIVE_ALIAS)["FunctionVersion"]
+        except FunctionNotFoundError:
+            return None
 
     def _list_names(self) -> builtins.list[str]:
         names: builtins.list[str] = []
@@ -420,13 +567,34 @@ class LambdaBackend:
             if not marker:
                 return sorted(names)
 
-    def _info(self, response: GetFunctionResponseTypeDef, *, source: str | None = None) -> FunctionInfo:
-        configuration = response["Configuration"]
+    def _info(
+        self,
+        response: GetFunctionResponseTypeDef,
+        live: GetFunctionResponseTypeDef | None,
+        *,
+        source: str | None = None,
+    ) -> FunctionInfo:
+        """Describe the function from GetFunction on $LATEST (tags, deploys) and on `live` (the serving version).
+
+        With a live version, `status` is that version's: a deploy in progress or stopped half way
+        touches only $LATEST, so it shows in `deploy_status` and the live version keeps serving.
+        Without one, the code, configuration and status shown are those of $LATEST.
+        """
+        configuration = (live or response)["Configuration"]
         tags = dict(response.get("Tags", {}))
-        status, reason = function_status(configuration)
+        tags.pop(TRIALS_TAG, None)
+        latest_status, latest_reason = function_status(response["Configuration"])
         marker = tags.pop(DEPLOY_MARKER_TAG, None)
-        if marker is not None and status != STATUS_FAILED:
-            status, reason = self._status_during_deploy(marker)
+        if marker is not None and latest_status != STATUS_FAILED:
+            latest_status, latest_reason = self._status_during_deploy(marker)
+        deploy_status: str | None = None
+        deploy_reason: str | None = None
+        if live is None:
+            status, reason = latest_status, latest_reason
+        else:
+            status, reason = function_status(live["Configuration"])
+            if latest_status in (STATUS_PENDING, STATUS_FAILED):
+                deploy_status, deploy_reason = latest_status, latest_reason
         return FunctionInfo(
             name=configuration["FunctionName"],
             project=tags.get(MANAGED_TAG_PROJECT),
@@ -438,6 +606,9 @@ class LambdaBackend:
             timeout=configuration.get("Timeout", 0),
             memory_size=configuration.get("MemorySize", 0),
             source=source,
+            version=live["Configuration"].get("Version") if live is not None else None,
+            deploy_status=deploy_status,
+            deploy_status_reason=deploy_reason,
         )
 
     def _status_during_deploy(self, started: str) -> tuple[str, str | None]:
@@ -490,6 +661,8 @@ def _gave_up(name: str, operation: str, deadline: Deadline) -> BackendError:
 # Lambda's errorType values for whole-invocation failures, mapped to BatchFailedError reasons.
 _FAILURE_REASONS: Mapping[str, str] = {
     "Sandbox.Timedout": "timeout",
+    # Lambda's errorType when the function's response is over the 6 MB synchronous limit.
+    "Function.ResponseSizeTooLarge": "payload_too_large",
     "Runtime.OutOfMemory": "memory",
     "Runtime.ExitError": "crash",
 }

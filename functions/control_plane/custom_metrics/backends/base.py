@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from custom_metrics.errors import ConflictError
+
 # Lambda's status names, used by both backends so that clients see one vocabulary.
 STATUS_NOT_DEPLOYED = "NotDeployed"
 STATUS_PENDING = "Pending"
@@ -37,6 +39,13 @@ STATUS_FAILED = "Failed"
 
 DEFAULT_TIMEOUT_SECONDS = 30
 DEFAULT_MEMORY_MB = 1024
+
+# The alias that every scoring invocation goes through; a deploy moves it after the new version's trial.
+LIVE_ALIAS = "live"
+# Outcomes of the trial run that a version gets before `live` moves to it.
+TRIAL_PASSED = "passed"
+TRIAL_FAILED = "failed"
+TRIAL_SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,13 @@ class FunctionInfo:
     status_reason: str | None = None
     source: str | None = None
     project: str | None = None
+    # The version `live` points at, or None when no version has gone live yet. `code_sha256`,
+    # `timeout`, `memory_size` and `source` describe that version when it is set.
+    version: str | None = None
+    # The state of a deploy newer than `live` (Pending while it runs, Failed when it stopped half
+    # way) with its reason; None when there is none. The live version keeps serving meanwhile.
+    deploy_status: str | None = None
+    deploy_status_reason: str | None = None
 
     def to_dict(self, *, include_source: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -74,6 +90,9 @@ class FunctionInfo:
             "project": self.project,
             "status": self.status,
             "status_reason": self.status_reason,
+            "version": self.version,
+            "deploy_status": self.deploy_status,
+            "deploy_status_reason": self.deploy_status_reason,
             "code_sha256": self.code_sha256,
             "tags": dict(sorted(self.tags.items())),
             "last_modified": self.last_modified,
@@ -95,6 +114,29 @@ class DeployOutcome(enum.Enum):
 class DeployResult:
     outcome: DeployOutcome
     function: FunctionInfo
+    # The version that contains the requested code and configuration and waits for its trial. It is
+    # None when `live` already serves them, because the deploy is unchanged or changed tags only.
+    candidate: str | None = None
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One published version of a function."""
+
+    version: str
+    code_sha256: str
+    created: str
+    trial: str | None
+    live: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": int(self.version),
+            "code_sha256": self.code_sha256,
+            "created": self.created,
+            "trial": self.trial,
+            "live": self.live,
+        }
 
 
 @dataclass(frozen=True)
@@ -104,12 +146,25 @@ class LogRow:
     request_id: str | None
 
 
+def ensure_same_project(name: str, owner: str | None, project: str) -> None:
+    """Raise ConflictError when function `name` already belongs to another project.
+
+    `custom-metric-<prefix>-<project>` can name two projects: project `a-b` without a prefix and
+    project `b` with prefix `a`. The project recorded on the function tells them apart.
+    """
+    if owner is not None and owner != project:
+        raise ConflictError(
+            f"function {name} already holds the metric of project {owner!r}, so it cannot also hold "
+            f"project {project!r}'s; choose another prefix for project {project!r}"
+        )
+
+
 class BatchFailedError(Exception):
     """One invocation failed as a whole: a timeout, a crash, an out-of-memory kill, a FunctionError.
 
     `culprit_id` names the pair that was running when the failure happened, when the backend can
     tell (the local worker reports the pair it is on); otherwise it is None and the caller bisects
-    the batch to find the pair. `reason` is one of "timeout", "crash", "memory", "function_error".
+    the batch to find the pair. `reason` is one of "timeout", "crash", "memory", "function_error", "payload_too_large".
     """
 
     def __init__(self, reason: str, message: str, *, culprit_id: str | None = None) -> None:
@@ -146,8 +201,27 @@ class Backend(Protocol):
         """Delete the function, or raise FunctionNotFoundError."""
         ...
 
-    def invoke(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Run one batch; return the runtime's response or raise BatchFailedError / ThrottledError."""
+    def invoke(self, name: str, payload: dict[str, Any], qualifier: str = LIVE_ALIAS) -> dict[str, Any]:
+        """Run one batch on a version number or `live`; return the runtime's response.
+
+        Raises BatchFailedError or ThrottledError as described above.
+        """
         ...
+
+    def versions(self, name: str) -> builtins.list[VersionInfo]:
+        """List the published versions, oldest first, or raise FunctionNotFoundError."""
+        ...
+
+    def set_live(self, name: str, version: str) -> FunctionInfo:
+        """Point `live` at `version` (which must exist) and return the function as it now serves."""
+        ...
+
+    def record_trial(self, name: str, version: str, outcome: str) -> None: ...
+
+    def save_trial_tasks(self, name: str, sample: dict[str, Any]) -> None:
+        """Keep `sample` ({"pair_mode", "tasks"}) for the next deploy's trial; a backend may ignore it."""
+        ...
+
+    def trial_tasks(self, name: str) -> dict[str, Any] | None: ...
 
     def logs(self, name: str, start: float, end: float, limit: int) -> builtins.list[LogRow]: ...

@@ -2,13 +2,18 @@
 
 Layout of the state directory, one folder per function:
 
-    functions/<name>/function.json          configuration, tags, code SHA-256, last modified
-    functions/<name>/packages/<hex>.zip     the deployed package, byte for byte what Lambda gets
+    functions/<name>/function.json          tags, the versions and which one is live
+    functions/<name>/packages/<hex>.zip     a version's package, byte for byte what Lambda gets
     functions/<name>/code/<hex>/metric.py   the package unpacked for the workers
+    functions/<name>/trial_tasks.json       a few recently scored tasks, for the next deploy's trial
+    functions/<name>/logs/<date>.jsonl      what the workers printed, per UTC day (see `local_logs`)
 
-Every write goes to a temporary file or folder that is renamed into place, and function.json is
-replaced last, so a crash mid-deploy leaves the previous metric in force. A lock file serializes
-deploys and deletes of one function across processes.
+Every deploy that changes code or configuration adds a numbered version, as Lambda's PublishVersion
+does, and `live` moves to it only through `set_live`. Invocations resolve `live` (or a version
+number) to that version's unpacked code. Every write goes to a temporary file or folder that is
+renamed into place, and function.json is replaced last, so a crash mid-deploy leaves the previous
+metric in force. A deploy removes temporary files that an interrupted write left over a minute
+earlier. A lock file serializes changes to one function across processes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -32,13 +38,17 @@ from typing import Any
 from custom_metrics.backends.base import (
     DEFAULT_MEMORY_MB,
     DEFAULT_TIMEOUT_SECONDS,
+    LIVE_ALIAS,
     STATUS_ACTIVE,
     DeployOutcome,
     DeployResult,
     FunctionInfo,
     FunctionSpec,
     LogRow,
+    VersionInfo,
+    ensure_same_project,
 )
+from custom_metrics.backends.local_logs import FunctionLogWriter, read_logs
 from custom_metrics.errors import FunctionNotFoundError
 from custom_metrics.packaging import METRIC_MODULE_FILE, read_source
 from custom_metrics.sandbox import WorkerPool
@@ -50,6 +60,9 @@ STATE_DIR_VARIABLE = "CUSTOM_METRICS_STATE_DIR"
 # here also fits through Lambda.
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 _METADATA_FILE = "function.json"
+_TRIAL_TASKS_FILE = "trial_tasks.json"
+# A temporary file older than this cannot belong to a write still in progress.
+STALE_TEMPORARY_SECONDS = 60.0
 
 
 def default_state_dir() -> Path:
@@ -78,40 +91,103 @@ class LocalBackend:
     # Storage -------------------------------------------------------------------------------
 
     def deploy(self, spec: FunctionSpec) -> DeployResult:
+        """Store `spec` as a new version unless `live` already serves it; `live` itself does not move."""
         folder = self.functions_dir / spec.name
         folder.mkdir(parents=True, exist_ok=True)
         with self._locked(folder):
+            _remove_stale_temporaries(folder)
             previous = self._read_metadata(spec.name)
-            if previous is not None and _same_deployment(previous, spec):
+            ensure_same_project(spec.name, (previous or {}).get("project"), spec.project)
+            metadata = previous or {"name": spec.name, "project": spec.project, "live": None, "versions": []}
+            live = _live_entry(metadata)
+            serves_spec = live is not None and _same_version(live, spec)
+            if serves_spec and metadata.get("tags") == spec.tags:
                 logger.info("function unchanged", extra={"function": spec.name, "code_sha256": spec.code_sha256})
-                return DeployResult(DeployOutcome.UNCHANGED, self._info(previous))
+                return DeployResult(DeployOutcome.UNCHANGED, self._info(metadata))
 
-            digest_hex = _hex_digest(spec.code_sha256)
-            _write_atomically(folder / "packages" / f"{digest_hex}.zip", spec.package)
-            self._unpack(folder, digest_hex, spec.package)
-            metadata = {
-                "name": spec.name,
-                "project": spec.project,
+            candidate = None if serves_spec else self._store_version(folder, metadata, spec)
+            metadata["tags"] = spec.tags
+            metadata["last_modified"] = _now()
+            self._write_metadata(folder, metadata)
+
+        outcome = DeployOutcome.CREATED if previous is None else DeployOutcome.UPDATED
+        logger.info(
+            "function %s",
+            outcome.value,
+            extra={"function": spec.name, "code_sha256": spec.code_sha256, "version": candidate},
+        )
+        return DeployResult(outcome, self._info(metadata), candidate)
+
+    def _store_version(self, folder: Path, metadata: dict[str, Any], spec: FunctionSpec) -> str:
+        """Return the version that contains `spec`: the newest one if it matches, as Lambda does, else a new one."""
+        versions: list[dict[str, Any]] = metadata["versions"]
+        if versions and _same_version(versions[-1], spec):
+            return str(versions[-1]["version"])
+        digest_hex = _hex_digest(spec.code_sha256)
+        _write_atomically(folder / "packages" / f"{digest_hex}.zip", spec.package)
+        self._unpack(folder, digest_hex, spec.package)
+        number = versions[-1]["version"] + 1 if versions else 1
+        versions.append(
+            {
+                "version": number,
                 "code_sha256": spec.code_sha256,
                 "package": f"packages/{digest_hex}.zip",
                 "code_dir": f"code/{digest_hex}",
-                "tags": spec.tags,
                 "timeout": spec.timeout,
                 "memory_size": spec.memory_size,
-                "last_modified": datetime.now(UTC).isoformat(timespec="seconds"),
+                "created": _now(),
+                "trial": None,
             }
-            _write_atomically(folder / _METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True).encode())
-            self._remove_stale_versions(folder, keep=digest_hex)
+        )
+        return str(number)
 
-        outcome = DeployOutcome.CREATED if previous is None else DeployOutcome.UPDATED
-        logger.info("function %s", outcome.value, extra={"function": spec.name, "code_sha256": spec.code_sha256})
-        return DeployResult(outcome, self._info(metadata))
+    def versions(self, name: str) -> builtins.list[VersionInfo]:
+        metadata = self._require_metadata(name)
+        return [
+            VersionInfo(
+                version=str(entry["version"]),
+                code_sha256=entry["code_sha256"],
+                created=entry["created"],
+                trial=entry.get("trial"),
+                live=entry["version"] == metadata.get("live"),
+            )
+            for entry in metadata["versions"]
+        ]
+
+    def set_live(self, name: str, version: str) -> FunctionInfo:
+        folder = self.functions_dir / name
+        with self._locked(folder):
+            metadata = self._require_metadata(name)
+            entry = _version_entry(metadata, version)
+            metadata["live"] = entry["version"]
+            metadata["last_modified"] = _now()
+            self._write_metadata(folder, metadata)
+        logger.info("live version moved", extra={"function": name, "version": version})
+        return self._info(metadata)
+
+    def record_trial(self, name: str, version: str, outcome: str) -> None:
+        folder = self.functions_dir / name
+        with self._locked(folder):
+            metadata = self._require_metadata(name)
+            _version_entry(metadata, version)["trial"] = outcome
+            self._write_metadata(folder, metadata)
+
+    def save_trial_tasks(self, name: str, sample: dict[str, Any]) -> None:
+        self._require_metadata(name)
+        _write_atomically(self.functions_dir / name / _TRIAL_TASKS_FILE, json.dumps(sample).encode())
+
+    def trial_tasks(self, name: str) -> dict[str, Any] | None:
+        try:
+            sample: dict[str, Any] = json.loads((self.functions_dir / name / _TRIAL_TASKS_FILE).read_text("utf-8"))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            logger.warning("ignoring unreadable trial tasks", extra={"function": name})
+            return None
+        return sample
 
     def get(self, name: str) -> FunctionInfo:
-        metadata = self._read_metadata(name)
-        if metadata is None:
-            raise _not_found(name)
-        return self._info(metadata, with_source=True)
+        return self._info(self._require_metadata(name), with_source=True)
 
     def list(self) -> list[FunctionInfo]:
         if not self.functions_dir.is_dir():
@@ -125,9 +201,10 @@ class LocalBackend:
 
     def delete(self, name: str) -> None:
         folder = self.functions_dir / name
-        if self._read_metadata(name) is None:
-            raise _not_found(name)
         with self._locked(folder):
+            # Checked under the lock, so that of two concurrent deletes the second gets "not found".
+            if self._read_metadata(name) is None:
+                raise _not_found(name)
             # Renaming first makes the function disappear at once even if removal is interrupted.
             trash = self.state_dir / f".deleted-{name}-{uuid.uuid4().hex}"
             folder.rename(trash)
@@ -136,26 +213,30 @@ class LocalBackend:
 
     # Invocation ----------------------------------------------------------------------------
 
-    def invoke(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
-        metadata = self._read_metadata(name)
-        if metadata is None:
-            raise _not_found(name)
-        code_dir = self.functions_dir / name / metadata["code_dir"]
-        timeout = float(metadata.get("timeout", DEFAULT_TIMEOUT_SECONDS))
-        memory = int(metadata.get("memory_size", DEFAULT_MEMORY_MB))
+    def invoke(self, name: str, payload: dict[str, Any], qualifier: str = LIVE_ALIAS) -> dict[str, Any]:
+        metadata = self._require_metadata(name)
+        if qualifier == LIVE_ALIAS:
+            entry = _live_entry(metadata)
+            if entry is None:
+                raise _no_live_version(name)
+        else:
+            entry = _version_entry(metadata, qualifier)
+        code_dir = self.functions_dir / name / entry["code_dir"]
+        timeout = float(entry.get("timeout", DEFAULT_TIMEOUT_SECONDS))
+        memory = int(entry.get("memory_size", DEFAULT_MEMORY_MB))
         return self.pool.invoke(code_dir, payload, timeout, memory)
 
     def logs(self, name: str, start: float, end: float, limit: int) -> builtins.list[LogRow]:
         if self._read_metadata(name) is None:
             raise _not_found(name)
-        # NOTE: the local backend keeps no log history; worker output goes to the server's stderr.
-        return []
+        return read_logs(self.functions_dir / name, start, end, limit)
 
     @property
     def pool(self) -> WorkerPool:
         with self._pool_lock:
             if self._pool is None:
-                self._pool = WorkerPool(self.max_concurrency)
+                writer = FunctionLogWriter(self.functions_dir)
+                self._pool = WorkerPool(self.max_concurrency, on_output=writer.write)
             return self._pool
 
     def close(self) -> None:
@@ -172,23 +253,36 @@ class LocalBackend:
             metadata: dict[str, Any] = json.loads(path.read_text("utf-8"))
         except FileNotFoundError:
             return None
+        return _with_versions(metadata)
+
+    def _require_metadata(self, name: str) -> dict[str, Any]:
+        metadata = self._read_metadata(name)
+        if metadata is None:
+            raise _not_found(name)
         return metadata
 
+    def _write_metadata(self, folder: Path, metadata: dict[str, Any]) -> None:
+        _write_atomically(folder / _METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True).encode())
+
     def _info(self, metadata: dict[str, Any], *, with_source: bool = False) -> FunctionInfo:
+        # A function whose first version failed its trial has no live version; it shows its newest one.
+        live = _live_entry(metadata)
+        shown = live if live is not None else metadata["versions"][-1]
         source = None
         if with_source:
-            package = (self.functions_dir / metadata["name"] / metadata["package"]).read_bytes()
+            package = (self.functions_dir / metadata["name"] / shown["package"]).read_bytes()
             source = read_source(package)
         return FunctionInfo(
             name=metadata["name"],
             project=metadata.get("project"),
             status=STATUS_ACTIVE,
-            code_sha256=metadata["code_sha256"],
+            code_sha256=shown["code_sha256"],
             tags=metadata.get("tags", {}),
             last_modified=metadata["last_modified"],
-            timeout=metadata.get("timeout", DEFAULT_TIMEOUT_SECONDS),
-            memory_size=metadata.get("memory_size", DEFAULT_MEMORY_MB),
+            timeout=shown.get("timeout", DEFAULT_TIMEOUT_SECONDS),
+            memory_size=shown.get("memory_size", DEFAULT_MEMORY_MB),
             source=source,
+            version=str(live["version"]) if live is not None else None,
         )
 
     def _unpack(self, folder: Path, digest_hex: str, package: bytes) -> None:
@@ -204,18 +298,6 @@ class LocalBackend:
             # Another process unpacked the same package first; its copy is identical.
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _remove_stale_versions(self, folder: Path, *, keep: str) -> None:
-        # NOTE: a run that started on the previous code keeps reading its unpacked copy, so only
-        # packages older than the previous one are removed.
-        for kind, suffix in (("packages", ".zip"), ("code", "")):
-            entries = sorted((folder / kind).glob(f"*{suffix}"), key=lambda path: path.stat().st_mtime)
-            for stale in entries[:-2]:
-                if stale.name != f"{keep}{suffix}" and not stale.name.startswith("."):
-                    if stale.is_dir():
-                        shutil.rmtree(stale, ignore_errors=True)
-                    else:
-                        stale.unlink(missing_ok=True)
-
     @contextlib.contextmanager
     def _locked(self, folder: Path) -> Iterator[None]:
         lock_path = self.state_dir / ".locks" / f"{folder.name}.lock"
@@ -228,13 +310,40 @@ class LocalBackend:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _same_deployment(metadata: dict[str, Any], spec: FunctionSpec) -> bool:
+def _same_version(entry: dict[str, Any], spec: FunctionSpec) -> bool:
     return (
-        metadata.get("code_sha256") == spec.code_sha256
-        and metadata.get("tags") == spec.tags
-        and metadata.get("timeout") == spec.timeout
-        and metadata.get("memory_size") == spec.memory_size
+        entry.get("code_sha256") == spec.code_sha256
+        and entry.get("timeout") == spec.timeout
+        and entry.get("memory_size") == spec.memory_size
     )
+
+
+def _with_versions(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Read a function.json written before versions existed as one version that is live."""
+    if "versions" in metadata:
+        return metadata
+    entry = {key: metadata.pop(key) for key in ("code_sha256", "package", "code_dir", "timeout", "memory_size")}
+    entry.update(version=1, created=metadata.get("last_modified", ""), trial=None)
+    return {**metadata, "live": 1, "versions": [entry]}
+
+
+def _live_entry(metadata: dict[str, Any]) -> dict[str, Any] | None:
+    live = metadata.get("live")
+    return None if live is None else _version_entry(metadata, str(live))
+
+
+def _version_entry(metadata: dict[str, Any], version: str) -> dict[str, Any]:
+    entries: list[dict[str, Any]] = metadata["versions"]
+    for entry in entries:
+        if str(entry["version"]) == version:
+            return entry
+    raise FunctionNotFoundError(
+        f"function {metadata['name']!r} has no version {version!r}; list its versions with `custom-metrics versions`"
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -252,8 +361,33 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove temporary files and folders of writes interrupted more than STALE_TEMPORARY_SECONDS ago."""
+    cutoff = time.time() - STALE_TEMPORARY_SECONDS
+    # Every temporary name starts with a dot (see _write_atomically and _unpack); nothing else there does.
+    for parent in (folder, folder / "packages", folder / "code"):
+        for path in parent.glob(".*"):
+            try:
+                if path.lstat().st_mtime >= cutoff:
+                    continue  # possibly a write in progress in another process
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink()
+            except FileNotFoundError:
+                continue
+            logger.info("removed a stale temporary file", extra={"path": str(path)})
+
+
 def _hex_digest(code_sha256: str) -> str:
     return base64.b64decode(code_sha256).hex()
+
+
+def _no_live_version(name: str) -> FunctionNotFoundError:
+    return FunctionNotFoundError(
+        f"metric function {name!r} has no live version because no deploy of it has passed its trial; "
+        "deploy code that passes the trial, or deploy with --force"
+    )
 
 
 def _not_found(name: str) -> FunctionNotFoundError:
