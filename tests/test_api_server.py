@@ -280,3 +280,49 @@ def test_negative_content_length_is_400(server: ControlPlaneServer) -> None:
     assert response.status == 400
     assert "byte count" in json.loads(response.read())["message"]
     connection.close()
+
+
+def raw_request(server: ControlPlaneServer, headers: dict[str, str], body: bytes = b"") -> tuple[int, dict[str, Any]]:
+    import http.client
+
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(str(host), port, timeout=30)
+    connection.putrequest("POST", "/projects/p1/metric/check", skip_host=True)
+    for name, value in {"Content-Length": str(len(body)), **headers}.items():
+        connection.putheader(name, value)
+    connection.endheaders(body)
+    response = connection.getresponse()
+    result = response.status, json.loads(response.read())
+    connection.close()
+    return result
+
+
+def test_foreign_host_header_is_403(server: ControlPlaneServer) -> None:
+    body = json.dumps({"code": CONSTANT}).encode()
+    status, answer = raw_request(server, {"Host": "attacker.example", "Content-Type": "application/json"}, body)
+    assert status == 403
+    assert "attacker.example" in answer["message"]
+
+
+def test_foreign_origin_is_403(server: ControlPlaneServer) -> None:
+    port = server.server_address[1]
+    headers = {"Host": f"127.0.0.1:{port}", "Origin": "http://evil.example", "Content-Type": "application/json"}
+    status, answer = raw_request(server, headers, json.dumps({"code": CONSTANT}).encode())
+    assert status == 403
+    assert "evil.example" in answer["message"]
+
+
+def test_plain_text_body_is_415(server: ControlPlaneServer) -> None:
+    port = server.server_address[1]
+    headers = {"Host": f"localhost:{port}", "Content-Type": "text/plain"}
+    status, answer = raw_request(server, headers, json.dumps({"code": CONSTANT}).encode())
+    assert status == 415
+    assert "application/json" in answer["message"]
+
+
+def test_same_origin_json_is_accepted(server: ControlPlaneServer) -> None:
+    port = server.server_address[1]
+    headers = {"Host": f"localhost:{port}", "Origin": f"http://localhost:{port}", "Content-Type": "application/json"}
+    status, answer = raw_request(server, headers, json.dumps({"code": CONSTANT}).encode())
+    assert status == 200
+    assert answer["valid"] is True

@@ -519,8 +519,16 @@ def run(
     "--host", default="127.0.0.1", show_default=True, help="Address to bind; only loopback unless you change it."
 )
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME[:PORT]",
+    help="Another Host name clients use to reach this server (e.g. for Label Studio in a container); "
+    "requests naming any other host are rejected.",
+)
 @click.pass_obj
-def serve(settings: Settings, host: str, port: int) -> None:
+def serve(settings: Settings, host: str, port: int, allowed_hosts: tuple[str, ...]) -> None:
     """Serve the control plane's HTTP API over the local backend."""
     from custom_metrics.server import serve as bind
 
@@ -528,7 +536,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         fail("serve runs the local backend; drop --endpoint / CUSTOM_METRICS_ENDPOINT")
     logging.getLogger().setLevel(logging.INFO)
     try:
-        server = bind(settings.service(), host, port)
+        server = bind(settings.service(), host, port, allowed_hosts)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port")
     click.echo(

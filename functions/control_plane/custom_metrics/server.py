@@ -51,12 +51,28 @@ class ControlPlaneServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, address: tuple[str, int], service: MetricService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+        self,
+        address: tuple[str, int],
+        service: MetricService,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        allowed_hosts: tuple[str, ...] = (),
     ) -> None:
         super().__init__(address, _RequestHandler)
         self.service = service
         self.max_body_bytes = max_body_bytes
+        self.allowed_hosts = self._host_names(address[0], allowed_hosts)
         self._resolvers = threading.local()
+
+    def _host_names(self, bound: str, extra: tuple[str, ...]) -> frozenset[str]:
+        # A web page can make the browser send requests to 127.0.0.1 (directly, or through a DNS name
+        # it controls that resolves there). Those requests carry the page's Host or Origin, so only
+        # the names this server is reached by on this machine, plus the ones the user allows, pass.
+        port = self.server_address[1]
+        names = {"127.0.0.1", "localhost", "[::1]", bound, *extra}
+        return frozenset(f"{name.lower()}:{port}" for name in names if name) | frozenset(
+            name.lower() for name in extra if ":" in name
+        )
 
     def resolver(self) -> APIGatewayRestResolver:
         resolver: APIGatewayRestResolver | None = getattr(self._resolvers, "app", None)
@@ -88,6 +104,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         started = time.monotonic()
         request_id = str(uuid.uuid4())
+        rejection = self._cross_site_rejection()
+        if rejection is not None:
+            status, message = rejection
+            logger.info("request rejected: %s", message, extra={"request_id": request_id})
+            self._discard_body(self._declared_length())
+            self._send_error(status, message)
+            return
         body = self._read_body()
         if body is None:
             return
@@ -104,6 +127,30 @@ class _RequestHandler(BaseHTTPRequestHandler):
             response.get("statusCode"),
             extra={"request_id": request_id, "duration_ms": round((time.monotonic() - started) * 1000)},
         )
+
+    def _cross_site_rejection(self) -> tuple[HTTPStatus, str] | None:
+        """Reject requests that a web page in a browser could have sent: foreign Host or Origin, non-JSON bodies."""
+        host = (self.headers.get("Host") or "").lower()
+        if host not in self.server.allowed_hosts:
+            return HTTPStatus.FORBIDDEN, (
+                f"Host {host!r} is not one this server answers to; call it as 127.0.0.1 or localhost, "
+                "or start it with --allowed-host NAME:PORT"
+            )
+        origin = self.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc.lower() not in self.server.allowed_hosts:
+            return HTTPStatus.FORBIDDEN, f"cross-origin requests from {origin!r} are not accepted"
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if self._declared_length() > 0 and content_type != "application/json":
+            return HTTPStatus.UNSUPPORTED_MEDIA_TYPE, (
+                f"Content-Type {content_type or 'missing'!r} is not accepted; send the body as application/json"
+            )
+        return None
+
+    def _declared_length(self) -> int:
+        try:
+            return max(int(self.headers.get("Content-Length") or 0), 0)
+        except ValueError:
+            return 0
 
     def _read_body(self) -> bytes | None:
         length_header = self.headers.get("Content-Length")
@@ -203,6 +250,6 @@ def proxy_event(
     }
 
 
-def serve(service: MetricService, host: str, port: int) -> ControlPlaneServer:
+def serve(service: MetricService, host: str, port: int, allowed_hosts: tuple[str, ...] = ()) -> ControlPlaneServer:
     """Bind the server; the caller runs `serve_forever()` and closes it."""
-    return ControlPlaneServer((host, port), service)
+    return ControlPlaneServer((host, port), service, allowed_hosts=allowed_hosts)
