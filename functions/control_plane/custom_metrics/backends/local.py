@@ -49,8 +49,8 @@ from custom_metrics.backends.base import (
     ensure_same_project,
 )
 from custom_metrics.backends.local_logs import FunctionLogWriter, read_logs
-from custom_metrics.errors import FunctionNotFoundError
-from custom_metrics.packaging import METRIC_MODULE_FILE, read_source
+from custom_metrics.errors import BackendError, FunctionNotFoundError
+from custom_metrics.packaging import METRIC_MODULE_FILE, build_package, code_sha256, read_source
 from custom_metrics.sandbox import WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ class LocalBackend:
                 raise _no_live_version(name)
         else:
             entry = _version_entry(metadata, qualifier)
-        code_dir = self.functions_dir / name / entry["code_dir"]
+        code_dir = self._verified_code_dir(name, entry)
         timeout = float(entry.get("timeout", DEFAULT_TIMEOUT_SECONDS))
         memory = int(entry.get("memory_size", DEFAULT_MEMORY_MB))
         return self.pool.invoke(code_dir, payload, timeout, memory)
@@ -284,6 +284,31 @@ class LocalBackend:
             source=source,
             version=str(live["version"]) if live is not None else None,
         )
+
+    def _verified_code_dir(self, name: str, entry: dict[str, Any]) -> Path:
+        """Return the version's unpacked code, restored from its package if anything changed it on disk.
+
+        Workers run as the same user as this process, so a metric can rewrite its own metric.py. The
+        package is deterministic, so repackaging the file on disk must give the version's SHA-256.
+        """
+        code_dir: Path = self.functions_dir / name / entry["code_dir"]
+        path = code_dir / METRIC_MODULE_FILE
+        # Python trusts cached bytecode whose recorded source size and mtime match, which a metric can forge.
+        shutil.rmtree(code_dir / "__pycache__", ignore_errors=True)
+        try:
+            intact = code_sha256(build_package(path.read_text("utf-8"))) == entry["code_sha256"]
+        except (OSError, UnicodeDecodeError):
+            intact = False
+        if not intact:
+            package = (self.functions_dir / name / entry["package"]).read_bytes()
+            if code_sha256(package) != entry["code_sha256"]:
+                raise BackendError(
+                    f"the stored package of {name} does not match its SHA-256 {entry['code_sha256']}; "
+                    "deploy the metric again"
+                )
+            logger.warning("metric code changed on disk; restored from its package", extra={"function": name})
+            _write_atomically(path, read_source(package).encode("utf-8"))
+        return code_dir
 
     def _unpack(self, folder: Path, digest_hex: str, package: bytes) -> None:
         target = folder / "code" / digest_hex
