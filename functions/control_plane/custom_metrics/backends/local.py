@@ -194,7 +194,11 @@ class LocalBackend:
             return []
         infos = []
         for folder in sorted(self.functions_dir.iterdir()):
-            metadata = self._read_metadata(folder.name) if folder.is_dir() else None
+            try:
+                metadata = self._read_metadata(folder.name) if folder.is_dir() else None
+            except BackendError as exc:
+                logger.warning("function left out of the list: %s", exc.message, extra={"function": folder.name})
+                continue
             if metadata is not None:
                 infos.append(self._info(metadata))
         return infos
@@ -253,6 +257,11 @@ class LocalBackend:
             metadata: dict[str, Any] = json.loads(path.read_text("utf-8"))
         except FileNotFoundError:
             return None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BackendError(
+                f"{path} is damaged ({exc}); restore it from a backup, or delete the folder {path.parent} "
+                "and deploy the metric again"
+            ) from exc
         return _with_versions(metadata)
 
     def _require_metadata(self, name: str) -> dict[str, Any]:
