@@ -227,3 +227,30 @@ def test_table_escapes_newline_in_annotator(state_dir: Path, metric: Path, tmp_p
     result = run_cli(state_dir, "run", metric, path)
     assert "evil\\nname@example.com" in result.stdout
     assert not any(line.startswith("name@example.com") for line in result.stdout.splitlines())
+
+
+def test_tasks_with_bom_accepted(state_dir: Path, metric: Path, ner_export: Path, tmp_path: Path) -> None:
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + ner_export.read_bytes())
+    result = run_cli(state_dir, "run", metric, path, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["agreement"] == 1.0
+
+
+def test_tasks_not_utf8_is_one_line_error(state_dir: Path, metric: Path, tmp_path: Path) -> None:
+    path = tmp_path / "latin1.json"
+    path.write_bytes('[{"id": 1, "data": {"text": "café"}}]'.encode("latin-1"))
+    assert_one_line_error(run_cli(state_dir, "run", metric, path), "is not UTF-8 text")
+
+
+def test_tasks_wrapped_in_object_is_one_line_error(state_dir: Path, metric: Path, tmp_path: Path) -> None:
+    path = tmp_path / "wrapped.json"
+    path.write_text('{"tasks": []}')
+    assert_one_line_error(run_cli(state_dir, "run", metric, path), "pass that list itself")
+
+
+def test_output_equal_to_input_refused(state_dir: Path, metric: Path, ner_export: Path, tmp_path: Path) -> None:
+    path = tmp_path / "tasks.json"
+    path.write_bytes(ner_export.read_bytes())
+    assert_one_line_error(run_cli(state_dir, "run", metric, path, "--output", path), "is also an input file")
+    assert path.read_bytes() == ner_export.read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import sys
@@ -62,6 +63,13 @@ def read_json(path: Path) -> Any:
         data = path.read_bytes()
     except OSError as exc:
         fail(f"cannot read {path}: {exc.strerror}")
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail(
+            f"{path} is not UTF-8 text: byte {data[exc.start]:#04x} at offset {exc.start} is invalid; save it as UTF-8"
+        )
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -74,6 +82,14 @@ def read_source(path: Path) -> str:
     except OSError as exc:
         fail(f"cannot read {path}: {exc.strerror}")
     return decode_source(data, origin=str(path))
+
+
+def _refuse_overwriting_input(output: Path | None, *inputs: Path | None) -> None:
+    if output is None:
+        return
+    for path in inputs:
+        if path is not None and path.exists() and output.exists() and output.samefile(path):
+            fail(f"--output {output} is also an input file; choose another path")
 
 
 def emit(result: dict[str, Any], output_format: str, output: Path | None = None) -> None:
@@ -432,6 +448,7 @@ def agreement(
     """Score the Label Studio export TASKS.json (or the connected project) with PROJECT's deployed metric."""
     if (tasks is None) == (not from_label_studio):
         fail("give either a TASKS.json export or --from-label-studio")
+    _refuse_overwriting_input(output, tasks)
     if from_label_studio:
         from custom_metrics.cli_labelstudio import fetch_export
 
@@ -493,6 +510,7 @@ def run(
     output: Path | None,
 ) -> None:
     """Score TASKS.json with METRIC.py in one step, without keeping a deployed function."""
+    _refuse_overwriting_input(output, tasks, metric)
     source = read_source(metric)
     data = read_json(tasks)
     with tempfile.TemporaryDirectory(prefix="custom-metrics-run-") as state_dir:

@@ -98,6 +98,11 @@ class Export:
 
 def parse_export(data: Any) -> Export:
     """Read a parsed Label Studio JSON export into tasks, rejecting shapes that are not tasks."""
+    if isinstance(data, dict) and isinstance(data.get("tasks"), list) and "annotations" not in data:
+        raise InvalidInputError(
+            "expected a Label Studio JSON export (a list of tasks), got an object with a `tasks` list; "
+            "pass that list itself"
+        )
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
