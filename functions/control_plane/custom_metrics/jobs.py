@@ -22,11 +22,9 @@ The Lambda backend runs a job as a Step Functions execution (`custom_metrics.aws
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 import uuid
@@ -39,6 +37,7 @@ from typing import Any, Protocol, cast
 
 import orjson
 
+from custom_metrics.atomic_files import write_atomically
 from custom_metrics.backends.base import Backend
 from custom_metrics.errors import InvalidInputError, ServiceError
 from custom_metrics.results import pair_payloads
@@ -195,7 +194,12 @@ class LocalJobStore:
 
     def write_status(self, status: dict[str, Any]) -> None:
         body = {key: value for key, value in status.items() if key != "result"}
-        write_atomically(self.job_dir(status["job_id"]) / "status.json", orjson.dumps(body, option=orjson.OPT_INDENT_2))
+        # Progress is rewritten often and can be recomputed, so it skips the sync to disk.
+        write_atomically(
+            self.job_dir(status["job_id"]) / "status.json",
+            orjson.dumps(body, option=orjson.OPT_INDENT_2),
+            durable=False,
+        )
 
     def read_status(self, job_id: str) -> dict[str, Any]:
         try:
@@ -400,20 +404,3 @@ def _process_alive(pid: Any) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def write_atomically(path: Path, data: bytes, *, durable: bool = False) -> None:
-    """Write `data` to a temporary file beside `path` and rename it into place; `durable` syncs it to disk first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            if durable:
-                stream.flush()
-                os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise

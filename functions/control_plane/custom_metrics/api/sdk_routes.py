@@ -28,7 +28,6 @@ import hmac
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +39,7 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 
 from custom_metrics.api.routing import new_router
 from custom_metrics.api.validation import json_body, query_int
+from custom_metrics.atomic_files import write_atomically
 from custom_metrics.backends.base import STATUS_NOT_DEPLOYED
 from custom_metrics.backends.local import LocalBackend
 from custom_metrics.errors import (
@@ -111,17 +111,7 @@ class LocalMetricParamStore:
         return merged
 
     def _write(self, project: str, params: dict[str, Any]) -> None:
-        handle, temporary = tempfile.mkstemp(prefix=f".{project}.", dir=self.folder)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump(params, stream, indent=2, sort_keys=True)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, self.folder / f"{project}.json")
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
+        write_atomically(self.folder / f"{project}.json", json.dumps(params, indent=2, sort_keys=True).encode())
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from custom_metrics.atomic_files import write_atomically
 from custom_metrics.backends.base import (
     DEFAULT_MEMORY_MB,
     DEFAULT_TIMEOUT_SECONDS,
@@ -124,7 +125,7 @@ class LocalBackend:
         if versions and _same_version(versions[-1], spec):
             return str(versions[-1]["version"])
         digest_hex = _hex_digest(spec.code_sha256)
-        _write_atomically(folder / "packages" / f"{digest_hex}.zip", spec.package)
+        write_atomically(folder / "packages" / f"{digest_hex}.zip", spec.package)
         self._unpack(folder, digest_hex, spec.package)
         number = versions[-1]["version"] + 1 if versions else 1
         versions.append(
@@ -174,7 +175,7 @@ class LocalBackend:
 
     def save_trial_tasks(self, name: str, sample: dict[str, Any]) -> None:
         self._require_metadata(name)
-        _write_atomically(self.functions_dir / name / _TRIAL_TASKS_FILE, json.dumps(sample).encode())
+        write_atomically(self.functions_dir / name / _TRIAL_TASKS_FILE, json.dumps(sample).encode())
 
     def trial_tasks(self, name: str) -> dict[str, Any] | None:
         try:
@@ -271,7 +272,7 @@ class LocalBackend:
         return metadata
 
     def _write_metadata(self, folder: Path, metadata: dict[str, Any]) -> None:
-        _write_atomically(folder / _METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True).encode())
+        write_atomically(folder / _METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True).encode())
 
     def _info(self, metadata: dict[str, Any], *, with_source: bool = False) -> FunctionInfo:
         # A function whose first version failed its trial has no live version; it shows its newest one.
@@ -316,7 +317,7 @@ class LocalBackend:
                     "deploy the metric again"
                 )
             logger.warning("metric code changed on disk; restored from its package", extra={"function": name})
-            _write_atomically(path, read_source(package).encode("utf-8"))
+            write_atomically(path, read_source(package).encode("utf-8"))
         return code_dir
 
     def _unpack(self, folder: Path, digest_hex: str, package: bytes) -> None:
@@ -378,21 +379,6 @@ def _version_entry(metadata: dict[str, Any], version: str) -> dict[str, Any]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 def _remove_stale_temporaries(folder: Path) -> None:

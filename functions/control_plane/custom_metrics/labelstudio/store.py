@@ -24,13 +24,13 @@ import json
 import os
 import re
 import secrets
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from custom_metrics import naming
+from custom_metrics.atomic_files import write_atomically
 from custom_metrics.errors import InvalidInputError, ServiceError
 from custom_metrics.labelstudio.client import LabelStudioClient
 from custom_metrics.tasks import PAIR_MODES
@@ -182,7 +182,7 @@ class ConnectionStore:
         validate_score_key(connection.score_key)
         validate_pair_mode(connection.pair_mode)
         payload = json.dumps(connection.to_json(), indent=2, sort_keys=True).encode()
-        _write_atomically(self.folder(connection.project) / _CONNECTION_FILE, payload)
+        write_atomically(self.folder(connection.project) / _CONNECTION_FILE, payload)
 
     def load(self, project: str) -> Connection:
         path = self.folder(project) / _CONNECTION_FILE
@@ -203,7 +203,7 @@ class ConnectionStore:
     # Secrets ------------------------------------------------------------------------------
 
     def save_token(self, project: str, token: str) -> None:
-        _write_atomically(self.folder(project) / _TOKEN_FILE, require_token_value(token).encode(), private=True)
+        write_atomically(self.folder(project) / _TOKEN_FILE, require_token_value(token).encode(), private=True)
 
     def token(self, project: str) -> str:
         """Return the stored token, else $LABEL_STUDIO_API_KEY; raise when neither is set."""
@@ -223,7 +223,7 @@ class ConnectionStore:
         if not create:
             return None
         secret = secrets.token_urlsafe(SECRET_BYTES)
-        _write_atomically(path, secret.encode(), private=True)
+        write_atomically(path, secret.encode(), private=True)
         return secret
 
     def client(self, connection: Connection) -> LabelStudioClient:
@@ -235,7 +235,7 @@ class ConnectionStore:
         return AnnotationMap(self.folder(project) / _MAP_FILE)
 
     def save_sync_state(self, project: str, state: dict[str, Any]) -> None:
-        _write_atomically(self.folder(project) / _SYNC_FILE, json.dumps(state, indent=2, sort_keys=True).encode())
+        write_atomically(self.folder(project) / _SYNC_FILE, json.dumps(state, indent=2, sort_keys=True).encode())
 
     def sync_state(self, project: str) -> dict[str, Any]:
         try:
@@ -337,24 +337,6 @@ class AnnotationMap(AnnotationMapBase):
             try:
                 mapping = self._read()
                 yield mapping
-                _write_atomically(self.path, json.dumps(mapping, sort_keys=True).encode())
+                write_atomically(self.path, json.dumps(mapping, sort_keys=True).encode())
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _write_atomically(path: Path, data: bytes, *, private: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp creates the file with mode 0600, so a secret is never readable by others, even briefly.
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if not private:
-            os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
