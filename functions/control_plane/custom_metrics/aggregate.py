@@ -39,7 +39,7 @@ def pair_record(
         "score": result.get("score"),
         "per_label": result.get("per_label"),
         "error": result.get("error"),
-        # The per_label=True call failed: the score above stands and per_label is None.
+        # The per_label=True call failed, so the score is kept and per_label is None.
         "per_label_error": result.get("per_label_error"),
     }
     if control_results is not None:

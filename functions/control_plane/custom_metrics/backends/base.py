@@ -1,7 +1,7 @@
 """The interface every backend implements, and the values that cross it.
 
 A backend stores metric functions (a deterministic zip package plus configuration and tags) and
-invokes them on batches of annotation pairs. The control plane (`custom_metrics.service`) holds no
+invokes them on batches of annotation pairs. The control plane (`custom_metrics.service`) contains no
 backend-specific logic: the local backend and the Lambda backend are interchangeable behind this
 protocol.
 
@@ -50,7 +50,7 @@ TRIAL_SKIPPED = "skipped"
 
 @dataclass(frozen=True)
 class FunctionSpec:
-    """What a deploy asks for: one metric function with its code, configuration and tags."""
+    """The deploy request: one metric function with its code, configuration and tags."""
 
     name: str
     project: str
@@ -154,7 +154,7 @@ def ensure_same_project(name: str, owner: str | None, project: str) -> None:
     """
     if owner is not None and owner != project:
         raise ConflictError(
-            f"function {name} already holds the metric of project {owner!r}, so it cannot also hold "
+            f"function {name} already contains the metric of project {owner!r}, so it cannot also contain "
             f"project {project!r}'s; choose another prefix for project {project!r}"
         )
 
