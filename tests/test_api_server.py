@@ -326,3 +326,11 @@ def test_same_origin_json_is_accepted(server: ControlPlaneServer) -> None:
     status, answer = raw_request(server, headers, json.dumps({"code": CONSTANT}).encode())
     assert status == 200
     assert answer["valid"] is True
+
+
+def test_check_metric_reports_broken_per_label_branch(client: Client, corpus_dir: Path) -> None:
+    code = "def agreement(a, b, per_label=False):\n    if per_label:\n        return {'x': 2.0}\n    return 1.0\n"
+    status, body = client.request("POST", "/projects/p1/metric/check", {"code": code, "tasks": ner_tasks(corpus_dir)})
+    assert status == 200
+    assert body["valid"] is False
+    assert body["trial"]["pairs"][0]["per_label_error"]["type"] == "InvalidReturnValue"

@@ -11,7 +11,7 @@ import pytest
 
 from custom_metrics.backends.local import LocalBackend
 from custom_metrics.deploy_trial import TrialFailedError
-from custom_metrics.errors import FunctionNotFoundError
+from custom_metrics.errors import FunctionNotFoundError, ServiceError
 from custom_metrics.service import MetricService
 
 NAME = "custom-metric-sentiment"
@@ -240,3 +240,20 @@ def test_unversioned_function_json_reads_as_version_one(service: MetricService, 
 
     assert scored["function"]["version"] == 1
     assert scored["function"]["code_sha256"] == deployed["function"]["code_sha256"]
+
+
+def test_trial_fails_on_broken_per_label_branch(tmp_path: Path) -> None:
+    broken = (
+        "def agreement(a, b, per_label=False):\n"
+        "    if per_label:\n"
+        "        return {'label': float('nan')}\n"
+        "    return 1.0\n"
+    )
+    service = MetricService(LocalBackend(tmp_path / "state", workers=1))
+    try:
+        with pytest.raises(ServiceError) as raised:
+            service.put_metric("p1", code=broken)
+    finally:
+        service.close()
+    assert raised.value.status_code == 422
+    assert "per-label breakdown" in raised.value.message

@@ -191,6 +191,9 @@ def describe_error(record: dict[str, Any]) -> str:
 
     The runtime's message already names the line of the metric file where the error was raised.
     """
-    error = record["error"]
     sides = f"{record['first']['by']} vs {record['second']['by']}"
+    error = record["error"]
+    if error is None:
+        error = record["per_label_error"]
+        return f"task {record['task']}: {sides}: per-label breakdown: {error['type']}: {error['message']}"
     return f"task {record['task']}: {sides}: {error['type']}: {error['message']}"

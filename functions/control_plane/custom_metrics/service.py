@@ -164,7 +164,7 @@ class MetricService:
             project=project,
         )
         records = [pair_record(pair, results.get(pair.id)) for pair in pairs]
-        errors = sum(1 for record in records if record["error"] is not None)
+        errors = sum(1 for record in records if _failed(record))
         return {
             "version": int(version),
             "outcome": TRIAL_FAILED if errors else TRIAL_PASSED,
@@ -254,13 +254,13 @@ class MetricService:
                 runner,
                 "trial",
                 [pair.payload() for pair in selected],
-                per_label=False,
+                per_label=True,  # So that a broken per-label branch shows here as in the deploy trial.
                 request_id=_request_id(),
                 project=project,
                 max_timeouts=CHECK_MAX_TIMEOUTS,
             )
         records = [pair_record(pair, results.get(pair.id)) for pair in selected]
-        errors = sum(1 for record in records if record["error"] is not None)
+        errors = sum(1 for record in records if _failed(record))
         timed_out = sum(
             1 for record in records if (record["error"] or {}).get("type") in orchestrator.TIMEOUT_ERROR_TYPES
         )
@@ -370,7 +370,7 @@ class MetricService:
 
 
 def _trial_failure(name: str, version: str, live: str | None, trial: dict[str, Any]) -> TrialFailedError:
-    failed = [record for record in trial["pairs"] if record["error"] is not None]
+    failed = [record for record in trial["pairs"] if _failed(record)]
     staying = f"live stays at version {live}" if live is not None else "no version is live yet"
     message = (
         f"version {version} of {name} failed its trial on {len(failed)} of {len(trial['pairs'])} pairs, so {staying}; "
@@ -384,6 +384,11 @@ def _trial_failure(name: str, version: str, live: str | None, trial: dict[str, A
         "errors": [describe_error(record) for record in failed],
     }
     return TrialFailedError(message, details=details)
+
+
+def _failed(record: dict[str, Any]) -> bool:
+    """Tell whether a trial pair failed: its score, or its per-label breakdown."""
+    return record["error"] is not None or record.get("per_label_error") is not None
 
 
 def _metric_source(code: str | None, builtin: str | None, options: dict[str, Any] | None) -> str:
