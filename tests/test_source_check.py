@@ -106,3 +106,8 @@ def test_check_null_byte_message_has_no_none() -> None:
 def test_check_rejects_relative_import() -> None:
     report = check_source("from . import helpers\ndef agreement(a, b, per_label=False):\n    return 1\n")
     assert "relative import at line 1" in report.errors[0]
+
+
+def test_check_rejects_agreement_bound_to_constant() -> None:
+    report = check_source("agreement = 5\n")
+    assert "is bound to a constant, not a function" in report.errors[0]

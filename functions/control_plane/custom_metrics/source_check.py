@@ -120,6 +120,13 @@ def _check_entry_point(tree: ast.Module, report: CheckReport) -> None:
     if isinstance(last, ast.AsyncFunctionDef):
         report.errors.append(f"`{ENTRY_POINT}` at line {last.lineno} is `async def`; make it a plain `def`")
         return
+    value = last.value if isinstance(last, ast.Assign | ast.AnnAssign) else None
+    if isinstance(value, ast.Constant | ast.List | ast.Dict | ast.Tuple | ast.Set):
+        report.errors.append(
+            f"`{ENTRY_POINT}` at line {last.lineno} is bound to a {type(value).__name__.lower()}, not a function; "
+            f"define `def {ENTRY_POINT}(annotation_1, annotation_2, per_label=False)`"
+        )
+        return
     if not isinstance(last, ast.FunctionDef):
         report.warnings.append(
             f"`{ENTRY_POINT}` is bound at line {last.lineno} by an assignment or import, so its signature "

@@ -90,7 +90,8 @@ def translate_client_error(error: ClientError, function: str, operation: str) ->
     aws_message = _error_message(error)
     if code == "ResourceNotFoundException":
         return FunctionNotFoundError(
-            f"no metric function named {function!r} is deployed; deploy one with `custom-metrics deploy`"
+            f"no metric function named {function!r} is deployed; deploy one with "
+            "`custom-metrics deploy` or PUT /projects/{project}/metric"
         )
     if code == "ResourceConflictException":
         return ConflictError(

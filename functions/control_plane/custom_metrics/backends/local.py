@@ -412,5 +412,6 @@ def _no_live_version(name: str) -> FunctionNotFoundError:
 
 def _not_found(name: str) -> FunctionNotFoundError:
     return FunctionNotFoundError(
-        f"no metric function named {name!r} is deployed; deploy one with `custom-metrics deploy`"
+        f"no metric function named {name!r} is deployed; deploy one with "
+        "`custom-metrics deploy` or PUT /projects/{project}/metric"
     )
