@@ -3,7 +3,7 @@
 `RemoteClient` has the methods of `MetricService` that the CLI calls and returns the same JSON
 bodies. Requests are signed with SigV4 (service `execute-api`) for API Gateway's AWS_IAM
 authorization whenever AWS credentials are available. Without credentials they go unsigned, which
-works only against a stack deployed with an empty ApiAuthorizer, or against the local server.
+the stack's API rejects (it requires AWS_IAM) and only the local server accepts.
 Error responses are raised as the `ServiceError` subclass of their status, with the API's message.
 """
 
