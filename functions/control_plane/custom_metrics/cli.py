@@ -180,11 +180,6 @@ def main(
     ctx.call_on_close(settings.close)
 
 
-def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call into the service; its errors reach the user through CommandGroup."""
-    return function(*args, **kwargs)
-
-
 pairs_option = click.option(
     "--pairs",
     "pair_mode",
@@ -229,7 +224,7 @@ def check(settings: Settings, metric: Path, tasks: Path | None, pair_mode: str, 
         if settings.endpoint:
             fail("--timeout applies to a local check only; drop it or drop --endpoint / CUSTOM_METRICS_ENDPOINT")
         options["timeout"] = timeout
-    result = _call(settings.service().check_metric, "check", source, data, **options)
+    result = settings.service().check_metric("check", source, data, **options)
     report = result["check"]
     for message in report["errors"]:
         click.echo(f"error: {message}")
@@ -302,13 +297,12 @@ def deploy(
         fail("give either a METRIC.py file or --builtin NAME")
     source = read_source(metric) if metric else None
     trial_tasks = read_json(trial_path) if trial_path else None
-    result = _call(
-        settings.service().put_metric,
+    result = settings.service().put_metric(
         project,
         code=source,
         builtin=builtin,
         options=_parse_options(options) or None,
-        tags=_call(naming.tags_from_pairs, tags),
+        tags=naming.tags_from_pairs(tags),
         prefix=prefix,
         timeout=timeout,
         memory_size=memory_size,
@@ -327,7 +321,7 @@ def deploy(
 @click.pass_obj
 def versions(settings: Settings, project: str, prefix: str | None, output_format: str) -> None:
     """List the versions of PROJECT's metric: number, code SHA-256, date, trial outcome, live."""
-    result = _call(settings.service().versions, project, prefix)
+    result = settings.service().versions(project, prefix)
     if output_format == "json":
         click.echo(json.dumps(result, indent=2))
         return
@@ -344,7 +338,7 @@ def versions(settings: Settings, project: str, prefix: str | None, output_format
 @click.pass_obj
 def rollback(settings: Settings, project: str, version: int, prefix: str | None) -> None:
     """Make VERSION of PROJECT's metric the live one again, without a trial."""
-    result = _call(settings.service().rollback, project, version, prefix)
+    result = settings.service().rollback(project, version, prefix)
     click.echo(f"{result['message']} (code SHA-256 {result['function']['code_sha256']})")
 
 
@@ -368,7 +362,7 @@ def _parse_options(options: tuple[str, ...]) -> dict[str, Any]:
 @click.pass_obj
 def list_functions(settings: Settings, output_format: str) -> None:
     """List the deployed metric functions."""
-    result = _call(settings.service().list_metrics)
+    result = settings.service().list_metrics()
     if output_format == "json":
         click.echo(json.dumps(result, indent=2))
         return
@@ -385,7 +379,7 @@ def list_functions(settings: Settings, output_format: str) -> None:
 @click.pass_obj
 def get(settings: Settings, project: str, prefix: str | None, output_format: str) -> None:
     """Show PROJECT's metric function: status, code SHA-256, tags, last modified, source."""
-    function = _call(settings.service().get_metric, project, prefix)["function"]
+    function = settings.service().get_metric(project, prefix)["function"]
     if output_format == "json":
         click.echo(json.dumps({"function": function}, indent=2))
         return
@@ -413,7 +407,7 @@ def get(settings: Settings, project: str, prefix: str | None, output_format: str
 @click.pass_obj
 def delete(settings: Settings, project: str, prefix: str | None) -> None:
     """Delete PROJECT's metric function."""
-    result = _call(settings.service().delete_metric, project, prefix)
+    result = settings.service().delete_metric(project, prefix)
     click.echo(f"deleted {result['deleted']}")
 
 
@@ -464,7 +458,7 @@ def agreement(
     kwargs: dict[str, Any] = {"per_label": per_label, "per_control": per_control, "pairs": pair_mode, "prefix": prefix}
     if not settings.endpoint:
         kwargs["progress"] = Progress()
-    result = _call(settings.service().score, project, data, **kwargs)
+    result = settings.service().score(project, data, **kwargs)
     emit(result, output_format, output)
 
 
@@ -480,9 +474,9 @@ def stats(project: str, tasks: Path, include_predictions: bool, output_format: s
 
     Runs on this machine and needs no deployed metric.
     """
-    _call(naming.function_name, project)
+    naming.function_name(project)
     data = read_json(tasks)
-    report = {"project": project, **_call(project_statistics, data, include_predictions=include_predictions)}
+    report = {"project": project, **project_statistics(data, include_predictions=include_predictions)}
     if output_format == "json":
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     else:
@@ -517,9 +511,8 @@ def run(
         service = MetricService(LocalBackend(Path(state_dir), workers=settings.workers))
         try:
             # No deploy trial: the tasks are scored right after, and their errors are reported per pair.
-            _call(service.put_metric, "run", code=source, timeout=timeout, force=True)
-            result = _call(
-                service.score,
+            service.put_metric("run", code=source, timeout=timeout, force=True)
+            result = service.score(
                 "run",
                 data,
                 per_label=per_label,
@@ -584,7 +577,7 @@ def logs(
 
     end = end if end is not None else time.time()
     start = start if start is not None else end - 3600
-    result = _call(settings.service().logs, project, prefix, start, end, limit)
+    result = settings.service().logs(project, prefix, start, end, limit)
     for row in result["rows"]:
         request = f" [{row['request_id']}]" if row.get("request_id") else ""
         click.echo(f"{row['timestamp']}{request} {row['message']}")
@@ -599,7 +592,7 @@ def init(name: str, options: tuple[str, ...]) -> None:
     """Print a built-in metric's source, to edit and deploy as your own."""
     from custom_metrics import builtins
 
-    click.echo(_call(builtins.render, name, _parse_options(options) or None), nl=False)
+    click.echo(builtins.render(name, _parse_options(options) or None), nl=False)
 
 
 @main.command(name="builtins")
