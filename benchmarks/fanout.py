@@ -2,7 +2,7 @@
 
 The simulated backend replaces LambdaBackend: by default it takes LambdaBackend's batch limit and
 its `spread_small_jobs` setting, serializes each request with orjson as LambdaBackend does, rejects a
-request or response over Lambda's 6 MiB synchronous payload limit, answers with ThrottledError (Lambda's
+request or response over Lambda's 6 MiB synchronous payload limit, raises ThrottledError (Lambda's
 TooManyRequestsException) beyond its concurrency limit, and sleeps a fixed latency per invocation before
 scoring every pair 1.0. The real `orchestrator.score_pairs` drives it. For each job size it prints:
 

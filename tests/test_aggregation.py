@@ -49,7 +49,7 @@ def test_cancelled_annotation_left_out() -> None:
     assert result["agreement"] == pytest.approx(0.25)
 
 
-def test_single_annotation_task_is_null_and_out_of_mean() -> None:
+def test_single_annotation_task_is_null() -> None:
     tasks = [
         {"id": 1, "annotations": [annotation(10, 1), annotation(11, 2)]},
         {"id": 2, "annotations": [annotation(20, 1)]},

@@ -213,7 +213,7 @@ def test_agreement_hides_progress_when_piped(state_dir: Path, metric: Path, ner_
     assert "scoring pairs" not in result.stderr
 
 
-def test_state_dir_that_is_a_file_is_one_line_error(metric: Path, tmp_path: Path) -> None:
+def test_state_dir_file_is_error(metric: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "state-file"
     blocker.write_text("not a folder")
     assert_one_line_error(run_cli(blocker, "deploy", "p1", metric), "check --state-dir")

@@ -5,9 +5,9 @@ this one function: the synchronous API route, the CLI, and batch jobs that colle
 from elsewhere.
 
 Rules:
-- A task's agreement is the mean of its scored pairs; a task with no scored pair is null and is
-  left out of every mean.
-- The annotator matrix holds, for each unordered pair of annotators (or models), the mean score
+- A task's agreement is the mean of its scored pairs. A task with no scored pair is null, and it
+  is left out of every mean.
+- The annotator matrix contains, for each unordered pair of annotators (or models), the mean score
   over their pairs.
 - A label's agreement is the mean of that label's value over the pairs whose per-label result
   has it.
@@ -60,8 +60,8 @@ _NOT_RUN: dict[str, Any] = {
 def aggregate(task_keys: list[Any], records: list[dict[str, Any]]) -> dict[str, Any]:
     """Compute the task list, annotator matrix, label means and project agreement.
 
-    `task_keys` lists every task's id in export order; records find their task by `task_index`,
-    its position in the export, because ids may repeat or be missing.
+    `task_keys` lists every task's id in export order. Records find their task by `task_index`, its
+    position in the export, because ids may repeat or be missing.
     """
     by_task: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for record in records:

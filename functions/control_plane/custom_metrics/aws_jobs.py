@@ -68,7 +68,7 @@ _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound", "ExecutionDoesNotE
 
 @dataclass(frozen=True)
 class JobSettings:
-    """Where AWS jobs keep their data and which state machine runs them."""
+    """The bucket that keeps AWS jobs' data and the state machine that runs them."""
 
     bucket: str
     state_machine_arn: str

@@ -1,7 +1,7 @@
 """The project's exception hierarchy.
 
 Each class carries the HTTP status that the API returns for it, so one handler maps them all.
-Messages say what failed, on which value, and what to do next. Platform failures (a bug here, or
+Messages state what failed, on which value, and what to do next. Platform failures (a bug here, or
 AWS failing in a way the user cannot fix) are not in this hierarchy: the API answers them with a
 generic 500 and logs the traceback.
 """

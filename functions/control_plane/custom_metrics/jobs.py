@@ -282,7 +282,11 @@ class LocalJobs:
         )
 
     def run(self, job_id: str, tasks: Any = None) -> None:
-        """Score the job's export, writing progress and then the result or the error; never raises."""
+        """Score the job's export, writing progress and then the result or the error to the job's status.
+
+        A failure while scoring is recorded in the status, not raised. A failure to read or write the
+        job's own files is raised.
+        """
         status = self.store.read_status(job_id)
         status.update(status=STATUS_RUNNING, pid=os.getpid(), updated_at=now_iso())
         self.store.write_status(status)

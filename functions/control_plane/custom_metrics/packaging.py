@@ -1,6 +1,6 @@
 """The deterministic zip package that both backends deploy.
 
-The package holds one entry, `metric.py`, with the user's source verbatim. Every byte of the zip
+The package contains one entry, `metric.py`, with the user's source verbatim. Every byte of the zip
 depends only on that source: fixed timestamps, fixed permissions, fixed compression level. So its
 SHA-256 is stable, and "the same code" means "the same CodeSha256" on Lambda and locally.
 """

@@ -2,7 +2,7 @@
 
 The request must carry the connection's shared secret in the `X-Custom-Metrics-Secret` header,
 which is compared in constant time. A missing or wrong secret, or an unknown project, gets 401 and
-changes nothing. A valid event is answered at once (202) and its work runs afterwards on the dispatcher.
+changes nothing. A valid event gets a 202 response at once and its work runs afterwards on the dispatcher.
 The payload is never logged, because it carries the project's invite token.
 """
 

@@ -150,7 +150,7 @@ def ensure_same_project(name: str, owner: str | None, project: str) -> None:
     """Raise ConflictError when function `name` already belongs to another project.
 
     `custom-metric-<prefix>-<project>` can name two projects: project `a-b` without a prefix and
-    project `b` with prefix `a`. The project recorded on the function tells them apart.
+    project `b` with prefix `a`. The project recorded on the function distinguishes them.
     """
     if owner is not None and owner != project:
         raise ConflictError(
